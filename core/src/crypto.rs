@@ -1,0 +1,537 @@
+//! Sealing and opening bundles: X25519 key agreement, a BLAKE3 KDF, ChaCha20-Poly1305
+//! and Ed25519.
+//!
+//! Three ways to key a bundle (see `docs/threat-model.md` for what each protects):
+//!
+//! * **pair** (default for a node destination): both nodes derive the same pair secret
+//!   from one static-static X25519 agreement and cache it; each bundle's key is a keyed
+//!   BLAKE3 hash of that secret over the bundle's signed header (which holds source,
+//!   destination, creation time and the never-reused sequence number). No key material
+//!   travels and no X25519 work is repeated between two nodes that have met before.
+//! * **ephemeral** (asked for per bundle): a fresh X25519 key per bundle, its public half
+//!   in the signed header (32 bytes); the sender's long-term key cannot later decrypt it.
+//! * **group**: realm-wide bundles, keyed from the realm group key.
+//!
+//! Each per-bundle key is used for exactly one encryption, so the nonce is zero.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use ed25519_dalek::{Signature, VerifyingKey};
+use rand_core::{CryptoRng, RngCore};
+use x25519_dalek::{PublicKey as XPublic, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::bundle::{
+    put_varint, varint_len, Bundle, DecodeError, Destination, Envelope, Header, Limits,
+    PayloadKind, Priority, Reader, AEAD_TAG_LEN, MAX_ENDPOINT_LEN, SIGNATURE_LEN,
+};
+use crate::id::{NodeHash, NodeId};
+use crate::identity::{x25519_public_of, Identity};
+use crate::realm::{Realm, RealmTag};
+use crate::time::DtnTime;
+
+/// Default number of peers whose pair secrets are cached.
+pub const DEFAULT_PAIR_CACHE: usize = 4096;
+
+const KIND_ENDPOINT_FLAG: u8 = 0x80;
+const KIND_MASK: u8 = 0x0f;
+
+/// Who can read a new bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// One node; its service endpoint (if any) is sealed inside the ciphertext.
+    Node {
+        /// The node.
+        id: NodeId,
+        /// Service endpoint name on that node (`None`: the default endpoint).
+        endpoint: Option<String>,
+    },
+    /// Every node of the realm.
+    Group {
+        /// Service endpoint name (`None`: the default endpoint).
+        endpoint: Option<String>,
+    },
+}
+
+/// Everything needed to seal a bundle besides the payload.
+#[derive(Debug, Clone)]
+pub struct SealParams {
+    /// Who can read it.
+    pub recipient: Recipient,
+    /// Name of one of this node's realms.
+    pub realm: String,
+    /// Creation time, if this node's clock is set.
+    pub created: Option<DtnTime>,
+    /// Never-reused sequence number (the caller persists the counter).
+    pub sequence: u64,
+    /// Lifetime in seconds.
+    pub lifetime: u32,
+    /// Priority.
+    pub priority: Priority,
+    /// Hop limit.
+    pub hop_limit: u8,
+    /// Payload kind (sealed inside).
+    pub kind: PayloadKind,
+    /// Use a fresh ephemeral X25519 key for this bundle (node recipients only).
+    pub ephemeral: bool,
+}
+
+/// Why a bundle could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SealError {
+    /// The realm is not one of this node's.
+    #[error("this node is not in realm `{0}`")]
+    UnknownRealm(String),
+    /// The recipient id is not a valid key.
+    #[error("recipient is not a valid node id")]
+    BadRecipient,
+    /// Endpoint names are 1 to 64 bytes of UTF-8.
+    #[error("endpoint name must be 1 to {MAX_ENDPOINT_LEN} bytes")]
+    BadEndpoint,
+    /// Ephemeral keys are for node recipients only.
+    #[error("ephemeral mode needs a node recipient")]
+    EphemeralGroup,
+    /// Zero lifetime.
+    #[error("lifetime must be at least one second")]
+    ZeroLifetime,
+    /// Payload larger than the bundle limit.
+    #[error("payload of {len} bytes makes a bundle over the {max}-byte limit")]
+    TooLarge {
+        /// Payload length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+}
+
+/// Why a bundle was refused by [`Keyring::accept`] or could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Malformed bytes.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// Not one of this node's realms (checked before any signature work).
+    #[error("bundle belongs to a foreign realm")]
+    ForeignRealm,
+    /// The bundle's lifetime is over.
+    #[error("bundle has expired")]
+    Expired,
+    /// The signature does not verify (or the source is not a valid key).
+    #[error("bundle signature does not verify")]
+    BadSignature,
+    /// Addressed to another node.
+    #[error("bundle is addressed to another node")]
+    NotForUs,
+    /// Decryption failed: wrong key or altered ciphertext.
+    #[error("bundle does not decrypt (wrong recipient or altered ciphertext)")]
+    Decrypt,
+    /// Decrypted, but the inner payload header is malformed.
+    #[error("decrypted payload is malformed")]
+    BadPlaintext,
+}
+
+/// An opened bundle's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Payload kind.
+    pub kind: PayloadKind,
+    /// Service endpoint (`None`: default).
+    pub endpoint: Option<String>,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// A bounded least-recently-used cache of per-peer pair secrets.
+struct PairCache {
+    cap: usize,
+    tick: u64,
+    map: HashMap<NodeId, (Zeroizing<[u8; 32]>, u64)>,
+}
+
+impl PairCache {
+    fn get(&mut self, peer: &NodeId) -> Option<[u8; 32]> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(peer).map(|(k, t)| {
+            *t = tick;
+            **k
+        })
+    }
+
+    fn put(&mut self, peer: NodeId, key: [u8; 32]) {
+        if self.cap == 0 {
+            return;
+        }
+        if self.map.len() >= self.cap && !self.map.contains_key(&peer) {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.map.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.map.insert(peer, (Zeroizing::new(key), self.tick));
+    }
+}
+
+/// A node's keys: its identity, its realms and the cache of pair secrets.
+pub struct Keyring {
+    identity: Identity,
+    own_hash: NodeHash,
+    realms: Vec<Realm>,
+    pairs: Mutex<PairCache>,
+    limits: Limits,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("node", &self.identity.node_id())
+            .field("realms", &self.realms)
+            .finish_non_exhaustive()
+    }
+}
+
+fn derive_bundle_key(secret: &[u8; 32], mode: &[u8], header: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut h = blake3::Hasher::new_keyed(secret);
+    h.update(mode);
+    h.update(header);
+    Zeroizing::new(*h.finalize().as_bytes())
+}
+
+fn encode_plaintext_prefix(kind: PayloadKind, endpoint: Option<&str>, out: &mut Vec<u8>) {
+    match endpoint {
+        Some(e) => {
+            out.push(kind as u8 | KIND_ENDPOINT_FLAG);
+            put_varint(out, e.len() as u64);
+            out.extend_from_slice(e.as_bytes());
+        }
+        None => out.push(kind as u8),
+    }
+}
+
+fn decode_plaintext(mut pt: Vec<u8>) -> Result<Opened, OpenError> {
+    let mut r = Reader::new(&pt);
+    let k = r.u8("kind").map_err(|_| OpenError::BadPlaintext)?;
+    if k & !(KIND_MASK | KIND_ENDPOINT_FLAG) != 0 {
+        return Err(OpenError::BadPlaintext);
+    }
+    let kind = PayloadKind::from_u8(k & KIND_MASK).ok_or(OpenError::BadPlaintext)?;
+    let endpoint = if k & KIND_ENDPOINT_FLAG != 0 {
+        let len = r.varint("endpoint").map_err(|_| OpenError::BadPlaintext)?;
+        if len == 0 || len > MAX_ENDPOINT_LEN as u64 {
+            return Err(OpenError::BadPlaintext);
+        }
+        let raw = r
+            .take(len as usize, "endpoint")
+            .map_err(|_| OpenError::BadPlaintext)?;
+        Some(
+            std::str::from_utf8(raw)
+                .map_err(|_| OpenError::BadPlaintext)?
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    let start = r.pos();
+    pt.drain(..start);
+    Ok(Opened {
+        kind,
+        endpoint,
+        payload: pt,
+    })
+}
+
+impl Keyring {
+    /// A keyring with the default pair-cache size and decoding limits.
+    pub fn new(identity: Identity, realms: Vec<Realm>) -> Self {
+        Self::with_options(identity, realms, DEFAULT_PAIR_CACHE, Limits::default())
+    }
+
+    /// A keyring with an explicit pair-cache capacity and decoding limits.
+    pub fn with_options(
+        identity: Identity,
+        realms: Vec<Realm>,
+        pair_cache: usize,
+        limits: Limits,
+    ) -> Self {
+        let own_hash = identity.node_id().hash();
+        Self {
+            identity,
+            own_hash,
+            realms,
+            pairs: Mutex::new(PairCache {
+                cap: pair_cache,
+                tick: 0,
+                map: HashMap::new(),
+            }),
+            limits,
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// This node's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// This node's realms.
+    pub fn realms(&self) -> &[Realm] {
+        &self.realms
+    }
+
+    /// Decoding limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The realm a tag belongs to, if it is one of ours.
+    pub fn realm_of(&self, tag: RealmTag) -> Option<&Realm> {
+        self.realms.iter().find(|r| r.tag() == tag)
+    }
+
+    fn pair_secret(&self, peer: &NodeId) -> Option<[u8; 32]> {
+        if let Some(k) = self.pairs.lock().ok().and_then(|mut c| c.get(peer)) {
+            return Some(k);
+        }
+        let peer_x = x25519_public_of(peer)?;
+        let shared = self.identity.agree(&peer_x);
+        let (lo, hi) = if self.node_id() < *peer {
+            (self.node_id(), *peer)
+        } else {
+            (*peer, self.node_id())
+        };
+        let mut h = blake3::Hasher::new_derive_key("ferry v1 pair secret");
+        h.update(shared.as_ref());
+        h.update(lo.as_bytes());
+        h.update(hi.as_bytes());
+        let key = *h.finalize().as_bytes();
+        if let Ok(mut c) = self.pairs.lock() {
+            c.put(*peer, key);
+        }
+        Some(key)
+    }
+
+    /// Seals `payload` into a signed, encrypted bundle.
+    pub fn seal<R: RngCore + CryptoRng>(
+        &self,
+        params: &SealParams,
+        payload: &[u8],
+        rng: &mut R,
+    ) -> Result<Bundle, SealError> {
+        let realm = self
+            .realms
+            .iter()
+            .find(|r| r.name() == params.realm)
+            .ok_or_else(|| SealError::UnknownRealm(params.realm.clone()))?;
+        if params.lifetime == 0 {
+            return Err(SealError::ZeroLifetime);
+        }
+        let (destination, endpoint) = match &params.recipient {
+            Recipient::Node { id, endpoint } => (Destination::Node(id.hash()), endpoint),
+            Recipient::Group { endpoint } => {
+                if params.ephemeral {
+                    return Err(SealError::EphemeralGroup);
+                }
+                (Destination::Group, endpoint)
+            }
+        };
+        if let Some(e) = endpoint {
+            if e.is_empty() || e.len() > MAX_ENDPOINT_LEN {
+                return Err(SealError::BadEndpoint);
+            }
+        }
+        let eph_secret = params
+            .ephemeral
+            .then(|| StaticSecret::random_from_rng(&mut *rng));
+        let header = Header {
+            priority: params.priority,
+            destination,
+            realm_tag: realm.tag(),
+            source: self.node_id(),
+            created: params.created,
+            sequence: params.sequence,
+            lifetime: params.lifetime,
+            hop_limit: params.hop_limit,
+            ephemeral_key: eph_secret.as_ref().map(|s| XPublic::from(s).to_bytes()),
+        };
+        let prefix_len = 1 + endpoint
+            .as_ref()
+            .map_or(0, |e| varint_len(e.len() as u64) + e.len());
+        let ct_len = prefix_len + payload.len() + AEAD_TAG_LEN;
+        let total = header.encoded_len() + varint_len(ct_len as u64) + ct_len + SIGNATURE_LEN + 3;
+        if total > self.limits.max_bundle_bytes {
+            return Err(SealError::TooLarge {
+                len: payload.len(),
+                max: self.limits.max_bundle_bytes,
+            });
+        }
+        let mut buf = Vec::with_capacity(total);
+        header.encode_into(&mut buf);
+        let header_end = buf.len();
+
+        let key = match (&params.recipient, &eph_secret) {
+            (Recipient::Node { id, .. }, None) => {
+                let pair = self.pair_secret(id).ok_or(SealError::BadRecipient)?;
+                derive_bundle_key(&pair, b"ferry v1 pair", &buf)
+            }
+            (Recipient::Node { id, .. }, Some(e)) => {
+                let peer = x25519_public_of(id).ok_or(SealError::BadRecipient)?;
+                let shared = Zeroizing::new(e.diffie_hellman(&peer).to_bytes());
+                let mut h = blake3::Hasher::new_derive_key("ferry v1 ephemeral bundle key");
+                h.update(shared.as_ref());
+                h.update(&buf);
+                Zeroizing::new(*h.finalize().as_bytes())
+            }
+            (Recipient::Group { .. }, _) => {
+                derive_bundle_key(realm.group_key(), b"ferry v1 group", &buf)
+            }
+        };
+
+        put_varint(&mut buf, ct_len as u64);
+        let ct_start = buf.len();
+        encode_plaintext_prefix(params.kind, endpoint.as_deref(), &mut buf);
+        buf.extend_from_slice(payload);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
+        let tag = cipher
+            .encrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &[], &mut buf[ct_start..])
+            .map_err(|_| SealError::TooLarge {
+                len: payload.len(),
+                max: self.limits.max_bundle_bytes,
+            })?;
+        buf.extend_from_slice(&tag);
+        let sig = self.identity.sign(&buf);
+        buf.extend_from_slice(&sig);
+        let envelope = Envelope {
+            hop_count: 0,
+            age: params.created.is_none().then_some(0),
+        };
+        Ok(Bundle::from_parts(
+            buf, header, header_end, ct_start, envelope,
+        ))
+    }
+
+    /// Checks a bundle's realm tag: the first, cheapest filter.
+    pub fn check_realm(&self, bundle: &Bundle) -> Result<(), OpenError> {
+        self.realm_of(bundle.header().realm_tag)
+            .map(|_| ())
+            .ok_or(OpenError::ForeignRealm)
+    }
+
+    /// Decodes bytes from outside and runs every check a relay makes, cheapest
+    /// first: structure and size, realm tag, expiry, then the signature.
+    pub fn accept(&self, bytes: &[u8], now: Option<DtnTime>) -> Result<Bundle, OpenError> {
+        let bundle = Bundle::decode(bytes, &self.limits)?;
+        self.check_realm(&bundle)?;
+        if bundle.is_expired(now) {
+            return Err(OpenError::Expired);
+        }
+        verify(&bundle)?;
+        Ok(bundle)
+    }
+
+    /// Whether the bundle is addressed to this node (or to one of its realms).
+    pub fn is_for_us(&self, bundle: &Bundle) -> bool {
+        match bundle.header().destination {
+            Destination::Node(h) => h == self.own_hash,
+            Destination::Group => self.realm_of(bundle.header().realm_tag).is_some(),
+        }
+    }
+
+    /// Decrypts a bundle addressed to this node. Checks the realm and the signature
+    /// first; call it on bundles from [`Keyring::accept`] or straight after decoding.
+    pub fn open(&self, bundle: &Bundle) -> Result<Opened, OpenError> {
+        let realm = self
+            .realm_of(bundle.header().realm_tag)
+            .ok_or(OpenError::ForeignRealm)?;
+        verify(bundle)?;
+        self.decrypt(bundle, realm)
+    }
+
+    /// Decrypts a bundle whose signature has already been verified.
+    pub fn open_verified(&self, bundle: &Bundle) -> Result<Opened, OpenError> {
+        let realm = self
+            .realm_of(bundle.header().realm_tag)
+            .ok_or(OpenError::ForeignRealm)?;
+        self.decrypt(bundle, realm)
+    }
+
+    fn decrypt(&self, bundle: &Bundle, realm: &Realm) -> Result<Opened, OpenError> {
+        let header = bundle.header();
+        let hb = bundle.header_bytes();
+        let key = match (header.destination, &header.ephemeral_key) {
+            (Destination::Node(h), _) if h != self.own_hash => return Err(OpenError::NotForUs),
+            (Destination::Node(_), None) => {
+                let pair = self
+                    .pair_secret(&header.source)
+                    .ok_or(OpenError::BadSignature)?;
+                derive_bundle_key(&pair, b"ferry v1 pair", hb)
+            }
+            (Destination::Node(_), Some(eph)) => {
+                let shared = self.identity.agree(&XPublic::from(*eph));
+                let mut h = blake3::Hasher::new_derive_key("ferry v1 ephemeral bundle key");
+                h.update(shared.as_ref());
+                h.update(hb);
+                Zeroizing::new(*h.finalize().as_bytes())
+            }
+            (Destination::Group, _) => derive_bundle_key(realm.group_key(), b"ferry v1 group", hb),
+        };
+        let ct = bundle.ciphertext();
+        let (body, tag) = ct.split_at(ct.len() - AEAD_TAG_LEN);
+        let mut pt = body.to_vec();
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&[0u8; 12]),
+                &[],
+                &mut pt,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| OpenError::Decrypt)?;
+        decode_plaintext(pt)
+    }
+}
+
+/// Verifies a bundle's Ed25519 signature (strict: no malleable encodings).
+pub fn verify(bundle: &Bundle) -> Result<(), OpenError> {
+    let vk = VerifyingKey::from_bytes(bundle.header().source.as_bytes())
+        .map_err(|_| OpenError::BadSignature)?;
+    let sig = Signature::from_bytes(&bundle.signature());
+    vk.verify_strict(bundle.signed_bytes(), &sig)
+        .map_err(|_| OpenError::BadSignature)
+}
+
+/// Verifies many signatures at once (Ed25519 batch verification, about twice as
+/// fast per bundle as one by one). On a batch failure each bundle is checked alone,
+/// so every result is exact.
+pub fn verify_many(bundles: &[&Bundle]) -> Vec<Result<(), OpenError>> {
+    let mut keys = Vec::with_capacity(bundles.len());
+    for b in bundles {
+        match VerifyingKey::from_bytes(b.header().source.as_bytes()) {
+            Ok(k) if !k.is_weak() => keys.push(k),
+            _ => return bundles.iter().map(|b| verify(b)).collect(),
+        }
+    }
+    let msgs: Vec<&[u8]> = bundles.iter().map(|b| b.signed_bytes()).collect();
+    let sigs: Vec<Signature> = bundles
+        .iter()
+        .map(|b| Signature::from_bytes(&b.signature()))
+        .collect();
+    if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
+        vec![Ok(()); bundles.len()]
+    } else {
+        bundles.iter().map(|b| verify(b)).collect()
+    }
+}
