@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use rand_core::{CryptoRng, RngCore};
 use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 use zeroize::Zeroizing;
@@ -146,24 +146,33 @@ pub struct Opened {
     pub payload: Vec<u8>,
 }
 
-/// A bounded least-recently-used cache of per-peer pair secrets.
-struct PairCache {
-    cap: usize,
-    tick: u64,
-    map: HashMap<NodeId, (Zeroizing<[u8; 32]>, u64)>,
+/// What a node remembers about a peer it has met: its decompressed, checked
+/// Ed25519 key and, once computed, the pair secret.
+#[derive(Clone)]
+struct PeerKeys {
+    verifying: VerifyingKey,
+    pair: Option<Zeroizing<[u8; 32]>>,
+    last_use: u64,
 }
 
-impl PairCache {
-    fn get(&mut self, peer: &NodeId) -> Option<[u8; 32]> {
+/// A bounded least-recently-used cache of per-peer keys.
+struct PeerCache {
+    cap: usize,
+    tick: u64,
+    map: HashMap<NodeId, PeerKeys>,
+}
+
+impl PeerCache {
+    fn get(&mut self, peer: &NodeId) -> Option<&mut PeerKeys> {
         self.tick += 1;
         let tick = self.tick;
-        self.map.get_mut(peer).map(|(k, t)| {
-            *t = tick;
-            **k
+        self.map.get_mut(peer).map(|e| {
+            e.last_use = tick;
+            e
         })
     }
 
-    fn put(&mut self, peer: NodeId, key: [u8; 32]) {
+    fn put(&mut self, peer: NodeId, keys: PeerKeys) {
         if self.cap == 0 {
             return;
         }
@@ -171,15 +180,28 @@ impl PairCache {
             if let Some(oldest) = self
                 .map
                 .iter()
-                .min_by_key(|(_, (_, t))| *t)
+                .min_by_key(|(_, e)| e.last_use)
                 .map(|(k, _)| *k)
             {
                 self.map.remove(&oldest);
             }
         }
         self.tick += 1;
-        self.map.insert(peer, (Zeroizing::new(key), self.tick));
+        self.map.insert(
+            peer,
+            PeerKeys {
+                last_use: self.tick,
+                ..keys
+            },
+        );
     }
+}
+
+/// Decompresses and checks a source key: valid point, not of small order.
+fn checked_key(id: &NodeId) -> Option<VerifyingKey> {
+    VerifyingKey::from_bytes(id.as_bytes())
+        .ok()
+        .filter(|k| !k.is_weak())
 }
 
 /// A node's keys: its identity, its realms and the cache of pair secrets.
@@ -187,7 +209,7 @@ pub struct Keyring {
     identity: Identity,
     own_hash: NodeHash,
     realms: Vec<Realm>,
-    pairs: Mutex<PairCache>,
+    peers: Mutex<PeerCache>,
     limits: Limits,
 }
 
@@ -268,7 +290,7 @@ impl Keyring {
             identity,
             own_hash,
             realms,
-            pairs: Mutex::new(PairCache {
+            peers: Mutex::new(PeerCache {
                 cap: pair_cache,
                 tick: 0,
                 map: HashMap::new(),
@@ -302,11 +324,35 @@ impl Keyring {
         self.realms.iter().find(|r| r.tag() == tag)
     }
 
-    fn pair_secret(&self, peer: &NodeId) -> Option<[u8; 32]> {
-        if let Some(k) = self.pairs.lock().ok().and_then(|mut c| c.get(peer)) {
-            return Some(k);
+    /// The peer's checked Ed25519 key, from the cache or decompressed once.
+    fn peer_key(&self, peer: &NodeId) -> Option<VerifyingKey> {
+        if let Ok(mut c) = self.peers.lock() {
+            if let Some(e) = c.get(peer) {
+                return Some(e.verifying);
+            }
         }
-        let peer_x = x25519_public_of(peer)?;
+        let verifying = checked_key(peer)?;
+        if let Ok(mut c) = self.peers.lock() {
+            c.put(
+                *peer,
+                PeerKeys {
+                    verifying,
+                    pair: None,
+                    last_use: 0,
+                },
+            );
+        }
+        Some(verifying)
+    }
+
+    fn pair_secret(&self, peer: &NodeId) -> Option<[u8; 32]> {
+        if let Ok(mut c) = self.peers.lock() {
+            if let Some(k) = c.get(peer).and_then(|e| e.pair.as_ref().map(|k| **k)) {
+                return Some(k);
+            }
+        }
+        let verifying = checked_key(peer)?;
+        let peer_x = XPublic::from(verifying.to_montgomery().to_bytes());
         let shared = self.identity.agree(&peer_x);
         let (lo, hi) = if self.node_id() < *peer {
             (self.node_id(), *peer)
@@ -318,10 +364,35 @@ impl Keyring {
         h.update(lo.as_bytes());
         h.update(hi.as_bytes());
         let key = *h.finalize().as_bytes();
-        if let Ok(mut c) = self.pairs.lock() {
-            c.put(*peer, key);
+        if let Ok(mut c) = self.peers.lock() {
+            c.put(
+                *peer,
+                PeerKeys {
+                    verifying,
+                    pair: Some(Zeroizing::new(key)),
+                    last_use: 0,
+                },
+            );
         }
         Some(key)
+    }
+
+    /// Verifies a bundle's signature, reusing the source's key if it was seen before.
+    pub fn verify(&self, bundle: &Bundle) -> Result<(), OpenError> {
+        let vk = self
+            .peer_key(&bundle.header().source)
+            .ok_or(OpenError::BadSignature)?;
+        verify_with(&vk, bundle)
+    }
+
+    /// Verifies many bundles at once (Ed25519 batch verification). On a batch
+    /// failure each bundle is checked alone, so every result is exact.
+    pub fn verify_many(&self, bundles: &[&Bundle]) -> Vec<Result<(), OpenError>> {
+        let keys: Option<Vec<VerifyingKey>> = bundles
+            .iter()
+            .map(|b| self.peer_key(&b.header().source))
+            .collect();
+        batch_verify(bundles, keys)
     }
 
     /// Seals `payload` into a signed, encrypted bundle.
@@ -438,7 +509,7 @@ impl Keyring {
         if bundle.is_expired(now) {
             return Err(OpenError::Expired);
         }
-        verify(&bundle)?;
+        self.verify(&bundle)?;
         Ok(bundle)
     }
 
@@ -456,7 +527,7 @@ impl Keyring {
         let realm = self
             .realm_of(bundle.header().realm_tag)
             .ok_or(OpenError::ForeignRealm)?;
-        verify(bundle)?;
+        self.verify(bundle)?;
         self.decrypt(bundle, realm)
     }
 
@@ -504,26 +575,19 @@ impl Keyring {
     }
 }
 
-/// Verifies a bundle's Ed25519 signature (strict: no malleable encodings).
-pub fn verify(bundle: &Bundle) -> Result<(), OpenError> {
-    let vk = VerifyingKey::from_bytes(bundle.header().source.as_bytes())
-        .map_err(|_| OpenError::BadSignature)?;
+fn verify_with(vk: &VerifyingKey, bundle: &Bundle) -> Result<(), OpenError> {
     let sig = Signature::from_bytes(&bundle.signature());
-    vk.verify_strict(bundle.signed_bytes(), &sig)
+    vk.verify(bundle.signed_bytes(), &sig)
         .map_err(|_| OpenError::BadSignature)
 }
 
-/// Verifies many signatures at once (Ed25519 batch verification, about twice as
-/// fast per bundle as one by one). On a batch failure each bundle is checked alone,
-/// so every result is exact.
-pub fn verify_many(bundles: &[&Bundle]) -> Vec<Result<(), OpenError>> {
-    let mut keys = Vec::with_capacity(bundles.len());
-    for b in bundles {
-        match VerifyingKey::from_bytes(b.header().source.as_bytes()) {
-            Ok(k) if !k.is_weak() => keys.push(k),
-            _ => return bundles.iter().map(|b| verify(b)).collect(),
-        }
-    }
+fn batch_verify(
+    bundles: &[&Bundle],
+    keys: Option<Vec<VerifyingKey>>,
+) -> Vec<Result<(), OpenError>> {
+    let Some(keys) = keys else {
+        return bundles.iter().map(|b| verify(b)).collect();
+    };
     let msgs: Vec<&[u8]> = bundles.iter().map(|b| b.signed_bytes()).collect();
     let sigs: Vec<Signature> = bundles
         .iter()
@@ -532,6 +596,26 @@ pub fn verify_many(bundles: &[&Bundle]) -> Vec<Result<(), OpenError>> {
     if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() {
         vec![Ok(()); bundles.len()]
     } else {
-        bundles.iter().map(|b| verify(b)).collect()
+        bundles
+            .iter()
+            .zip(&keys)
+            .map(|(b, k)| verify_with(k, b))
+            .collect()
     }
+}
+
+/// Verifies a bundle's Ed25519 signature without a keyring (e.g. `ferry bundle
+/// inspect`). Source keys of small order are refused; `S` must be canonical.
+pub fn verify(bundle: &Bundle) -> Result<(), OpenError> {
+    let vk = checked_key(&bundle.header().source).ok_or(OpenError::BadSignature)?;
+    verify_with(&vk, bundle)
+}
+
+/// [`verify`] for many bundles, by batch verification.
+pub fn verify_many(bundles: &[&Bundle]) -> Vec<Result<(), OpenError>> {
+    let keys: Option<Vec<VerifyingKey>> = bundles
+        .iter()
+        .map(|b| checked_key(&b.header().source))
+        .collect();
+    batch_verify(bundles, keys)
 }
