@@ -166,10 +166,9 @@ impl PeerCache {
     fn get(&mut self, peer: &NodeId) -> Option<&mut PeerKeys> {
         self.tick += 1;
         let tick = self.tick;
-        self.map.get_mut(peer).map(|e| {
-            e.last_use = tick;
-            e
-        })
+        let e = self.map.get_mut(peer)?;
+        e.last_use = tick;
+        Some(e)
     }
 
     fn put(&mut self, peer: NodeId, keys: PeerKeys) {
