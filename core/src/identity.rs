@@ -77,6 +77,12 @@ impl Identity {
         }
     }
 
+    /// The 32-byte Ed25519 seed. Secret: for building this node's TLS certificate
+    /// (the QUIC link proves the node id with it) and for key files only.
+    pub fn seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
     /// This node's id (Ed25519 public key).
     pub fn node_id(&self) -> NodeId {
         self.node_id

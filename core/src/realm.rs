@@ -54,6 +54,7 @@ pub struct Realm {
     secret: Zeroizing<[u8; 32]>,
     tag: RealmTag,
     group_key: Zeroizing<[u8; 32]>,
+    link_key: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for Realm {
@@ -86,11 +87,13 @@ impl Realm {
         let mut tag = [0u8; REALM_TAG_LEN];
         tag.copy_from_slice(&tag_full[..REALM_TAG_LEN]);
         let group_key = Zeroizing::new(blake3::derive_key("ferry v1 realm group key", &material));
+        let link_key = Zeroizing::new(blake3::derive_key("ferry v1 realm link key", &material));
         Ok(Self {
             name: name.to_owned(),
             secret: Zeroizing::new(secret),
             tag: RealmTag(tag),
             group_key,
+            link_key,
         })
     }
 
@@ -132,6 +135,14 @@ impl Realm {
         self.tag
     }
 
+    /// Proof of realm membership bound to a link session: a keyed BLAKE3 hash, under
+    /// the realm's link key, of `context` (e.g. a TLS exporter value and both node
+    /// ids). Links exchange it after their handshake and refuse peers of other
+    /// realms; the realm secret itself never leaves the node.
+    pub fn link_proof(&self, context: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.link_key, context).as_bytes()
+    }
+
     /// The key from which realm-wide bundle keys are derived.
     pub(crate) fn group_key(&self) -> &[u8; 32] {
         &self.group_key
@@ -150,6 +161,9 @@ mod tests {
         assert_ne!(a.tag(), b.tag());
         assert_ne!(a.tag(), c.tag());
         assert_ne!(a.group_key(), b.group_key());
+        assert_ne!(a.link_proof(b"ctx"), b.link_proof(b"ctx"));
+        assert_ne!(a.link_proof(b"ctx"), a.link_proof(b"ctx2"));
+        assert_ne!(&a.link_proof(b"ctx")[..], &a.group_key()[..]);
         assert_eq!(a.tag(), Realm::new("valley", [1; 32]).unwrap().tag());
     }
 
