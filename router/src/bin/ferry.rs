@@ -1,0 +1,403 @@
+//! `ferry`: the Ferry node's command line.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::fs::File;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ferry_core::rand_core::OsRng;
+use ferry_core::{
+    Bundle, DtnTime, Limits, NodeId, PayloadKind, Priority, Realm, Recipient, SealParams,
+};
+use ferry_router::config::{Config, PeerAddr, Policy};
+use ferry_router::home::{self, Home, InitOptions};
+use ferry_router::inspect::inspect;
+use ferry_storage::CustodyStore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: a delay-tolerant store-carry-forward bundle router"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Debug, Clone)]
+struct HomeArg {
+    /// Node home directory (default: $FERRY_HOME, else ~/.ferry).
+    #[arg(long, env = "FERRY_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+}
+
+impl HomeArg {
+    fn dir(&self) -> Result<PathBuf> {
+        if let Some(h) = &self.home {
+            return Ok(h.clone());
+        }
+        let base = std::env::var_os("HOME")
+            .ok_or_else(|| anyhow!("no --home given and $HOME is not set"))?;
+        Ok(PathBuf::from(base).join(".ferry"))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a node: identity, realm keys, commented config and custody store.
+    Init(InitArgs),
+    /// Print this node's id.
+    Id {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Print the short form (first 10 characters) only.
+        #[arg(long)]
+        short: bool,
+    },
+    /// Print realm secrets as NAME:SECRET, to set up other nodes of the realm.
+    Realm {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Only this realm.
+        name: Option<String>,
+    },
+    /// Work with bundle files.
+    #[command(subcommand)]
+    Bundle(BundleCmd),
+}
+
+#[derive(Args, Debug)]
+struct InitArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// QUIC listen address.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Local API address (loopback only).
+    #[arg(long, value_name = "ADDR")]
+    api: Option<SocketAddr>,
+    /// Static peer NODE_ID@host:port (repeatable).
+    #[arg(long = "peer", value_name = "NODE_ID@HOST:PORT")]
+    peers: Vec<String>,
+    /// Realm NAME (new random secret) or NAME:SECRET to join an existing realm
+    /// (repeatable; default: a new realm named "default").
+    #[arg(long = "realm", value_name = "NAME[:SECRET]")]
+    realms: Vec<String>,
+    /// Routing policy: epidemic, spray-and-wait, prophet, direct or static.
+    #[arg(long, value_name = "POLICY")]
+    routing: Option<String>,
+    /// Custody store byte quota.
+    #[arg(long, value_name = "BYTES")]
+    max_store_bytes: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCmd {
+    /// Seal a payload into a signed, encrypted bundle written to stdout or --out.
+    Seal(SealArgs),
+    /// Verify and decrypt a bundle addressed to this node; the payload goes to stdout.
+    Open {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Bundle file, or - for stdin.
+        file: String,
+        /// Write the payload here instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Also print source, kind and endpoint on stderr.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Show a bundle's outer fields and check its signature, without any key.
+    /// Exits 3 if the signature does not verify.
+    Inspect {
+        /// Bundle file, or - for stdin.
+        file: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Largest bundle to read, in bytes.
+        #[arg(long, default_value_t = ferry_core::DEFAULT_MAX_BUNDLE_BYTES)]
+        max_bytes: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SealArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Destination node id.
+    #[arg(long, value_name = "NODE_ID", required_unless_present = "group")]
+    to: Option<String>,
+    /// Address every node of the realm instead of one node.
+    #[arg(long, conflicts_with = "to")]
+    group: bool,
+    /// Service endpoint on the destination (sealed inside the ciphertext).
+    #[arg(long, value_name = "NAME")]
+    endpoint: Option<String>,
+    /// Lifetime, e.g. 90s, 30m, 2h, 7d (default: routing.default_lifetime).
+    #[arg(long)]
+    lifetime: Option<String>,
+    /// bulk, normal or expedited.
+    #[arg(long, default_value = "normal")]
+    priority: String,
+    /// Realm to send in (default: the node's first realm).
+    #[arg(long)]
+    realm: Option<String>,
+    /// Use a fresh ephemeral key for this bundle (+32 bytes; forward secrecy
+    /// against a later compromise of this node's key).
+    #[arg(long)]
+    ephemeral: bool,
+    /// Write the bundle here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Payload file, or - for stdin (default: stdin).
+    file: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the outermost context and its causes.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("ferry: {}", msg.join(": "));
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Init(args) => init(args),
+        Cmd::Id { home, short } => {
+            let id = home::node_id(&home.dir()?)?;
+            println!("{}", if short { id.short() } else { id.to_string() });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Realm { home, name } => {
+            let h = Home::open(&home.dir()?)?;
+            let mut found = false;
+            for r in h.keyring().realms() {
+                if name.as_deref().is_none_or(|n| n == r.name()) {
+                    println!("{}", r.to_share_string().as_str());
+                    found = true;
+                }
+            }
+            if !found {
+                bail!("this node is not in realm `{}`", name.unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bundle(BundleCmd::Seal(args)) => seal(args),
+        Cmd::Bundle(BundleCmd::Open {
+            home,
+            file,
+            out,
+            verbose,
+        }) => open(&home, &file, out.as_deref(), verbose),
+        Cmd::Bundle(BundleCmd::Inspect {
+            file,
+            json,
+            max_bytes,
+        }) => {
+            let bytes = read_input(&file, max_bytes)?;
+            let bundle = Bundle::decode(
+                &bytes,
+                &Limits {
+                    max_bundle_bytes: max_bytes,
+                },
+            )
+            .context("not a valid bundle")?;
+            let report = inspect(&bundle);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(if report.signature_valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+    }
+}
+
+fn init(args: InitArgs) -> Result<ExitCode> {
+    let dir = args.home.dir()?;
+    let mut config = Config::default();
+    if let Some(l) = args.listen {
+        config.node.listen = l;
+    }
+    if let Some(a) = args.api {
+        config.node.api = a;
+    }
+    for p in &args.peers {
+        p.parse::<PeerAddr>()?;
+    }
+    config.peers = args.peers;
+    if let Some(r) = args.routing {
+        config.routing.policy = r.parse::<Policy>()?;
+    }
+    if let Some(b) = args.max_store_bytes {
+        config.store.max_bytes = b;
+    }
+    let mut secrets = Vec::new();
+    if !args.realms.is_empty() {
+        config.node.realms.clear();
+        for r in &args.realms {
+            let realm = if r.contains(':') {
+                let realm = Realm::from_share_string(r).context("--realm")?;
+                secrets.push(realm.clone());
+                realm
+            } else {
+                Realm::new(r, [0; 32]).context("--realm")?
+            };
+            if config.node.realms.iter().any(|n| n == realm.name()) {
+                bail!("--realm `{}` given twice", realm.name());
+            }
+            config.node.realms.push(realm.name().to_owned());
+        }
+    }
+    let (id, realms) = Home::init(
+        &dir,
+        InitOptions {
+            config,
+            realm_secrets: secrets,
+        },
+    )?;
+    println!("{id}");
+    let names: Vec<&str> = realms.iter().map(Realm::name).collect();
+    eprintln!(
+        "ferry: created node {} in {} (realms: {})",
+        id.short(),
+        dir.display(),
+        names.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The wall clock as DTN time; `None` if it is unset (before 2000, as on a Pi
+/// without a real-time clock before NTP).
+fn now_dtn() -> Option<DtnTime> {
+    #[allow(clippy::disallowed_methods)] // the binary is where clocks are read
+    let now = std::time::SystemTime::now();
+    let unix = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    DtnTime::from_unix_secs(unix)
+}
+
+fn read_input(file: &str, max: usize) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let limit = max as u64 + 1;
+    if file == "-" {
+        io::stdin().lock().take(limit).read_to_end(&mut buf)?;
+    } else {
+        File::open(file)
+            .with_context(|| format!("cannot open {file}"))?
+            .take(limit)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {file}"))?;
+    }
+    if buf.len() > max {
+        bail!("{file} is larger than the {max}-byte limit");
+    }
+    Ok(buf)
+}
+
+fn write_output(out: Option<&Path>, data: &[u8], binary: bool) -> Result<()> {
+    match out {
+        Some(p) => {
+            let mut f =
+                File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            f.write_all(data)?;
+            f.sync_all()?;
+        }
+        None => {
+            let mut stdout = io::stdout().lock();
+            if binary && stdout.is_terminal() {
+                bail!("refusing to write a binary bundle to a terminal: redirect stdout or use --out FILE");
+            }
+            stdout.write_all(data)?;
+            stdout.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn seal(args: SealArgs) -> Result<ExitCode> {
+    let home = Home::open(&args.home.dir()?)?;
+    let cfg = home.config();
+    let priority: Priority = args.priority.parse().map_err(|e: String| anyhow!(e))?;
+    let lifetime = match &args.lifetime {
+        Some(l) => ferry_core::parse_lifetime(l).context("--lifetime")?,
+        None => cfg.default_lifetime_secs(),
+    };
+    let recipient = if args.group {
+        Recipient::Group {
+            endpoint: args.endpoint.clone(),
+        }
+    } else {
+        let to = args.to.as_deref().unwrap_or_default();
+        let id: NodeId = to.parse().with_context(|| format!("--to {to}"))?;
+        Recipient::Node {
+            id,
+            endpoint: args.endpoint.clone(),
+        }
+    };
+    let realm = match args.realm {
+        Some(r) => r,
+        None => home
+            .keyring()
+            .realms()
+            .first()
+            .map(|r| r.name().to_owned())
+            .ok_or_else(|| anyhow!("this node has no realm"))?,
+    };
+    let max = cfg.store.max_bundle_bytes;
+    let payload = read_input(args.file.as_deref().unwrap_or("-"), max)?;
+    // The sequence number is reserved durably before use, so it is never reused,
+    // even after a crash: per-bundle keys depend on it.
+    let sequence = home.open_store()?.reserve_sequence(1)?.start;
+    let params = SealParams {
+        recipient,
+        realm,
+        created: now_dtn(),
+        sequence,
+        lifetime,
+        priority,
+        hop_limit: cfg.routing.hop_limit,
+        kind: PayloadKind::AppData,
+        ephemeral: args.ephemeral,
+    };
+    let bundle = home.keyring().seal(&params, &payload, &mut OsRng)?;
+    write_output(args.out.as_deref(), &bundle.encode(), true)?;
+    eprintln!("ferry: sealed bundle {}", bundle.id());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(home: &HomeArg, file: &str, out: Option<&Path>, verbose: bool) -> Result<ExitCode> {
+    let home = Home::open(&home.dir()?)?;
+    let max = home.config().store.max_bundle_bytes;
+    let bytes = read_input(file, max)?;
+    let keyring = home.keyring();
+    let bundle = keyring.accept(&bytes, now_dtn())?;
+    let opened = keyring.open_verified(&bundle)?;
+    if verbose {
+        eprintln!(
+            "ferry: bundle {} from {} kind {:?} endpoint {}",
+            bundle.id(),
+            bundle.header().source,
+            opened.kind,
+            opened.endpoint.as_deref().unwrap_or("(default)")
+        );
+    }
+    write_output(out, &opened.payload, false)?;
+    Ok(ExitCode::SUCCESS)
+}

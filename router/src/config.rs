@@ -1,0 +1,410 @@
+//! The node's TOML configuration (`ferry.toml` in the node's home).
+//!
+//! Every field has an embedded default suited to a small field node, so an empty file
+//! is a valid configuration. Unknown keys are errors, so a typo never goes unnoticed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use ferry_core::{NodeId, DEFAULT_MAX_BUNDLE_BYTES};
+use serde::{Deserialize, Serialize};
+
+/// Default QUIC listen address.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4556";
+/// Default local API address (loopback only).
+pub const DEFAULT_API: &str = "127.0.0.1:4557";
+/// Default realm name.
+pub const DEFAULT_REALM: &str = "default";
+/// Longest config file accepted.
+pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
+
+/// Why a configuration is refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// Not valid TOML, or a key with the wrong type or an unknown key.
+    #[error("ferry.toml: {0}")]
+    Syntax(String),
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("ferry.toml is larger than {MAX_CONFIG_BYTES} bytes")]
+    TooLarge,
+    /// The API must listen on a loopback address.
+    #[error("api address {0} is not a loopback address: the local API is for this machine only")]
+    ApiNotLoopback(SocketAddr),
+    /// A peer is not `NODE_ID@host:port`.
+    #[error("peer `{0}`: expected NODE_ID@host:port")]
+    Peer(String),
+    /// No realm configured.
+    #[error("at least one realm must be configured")]
+    NoRealm,
+    /// A bad value.
+    #[error("{0}")]
+    Value(String),
+}
+
+/// A statically configured peer: `NODE_ID@host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddr {
+    /// The peer's node id.
+    pub id: NodeId,
+    /// Host name or address and port.
+    pub addr: String,
+}
+
+impl FromStr for PeerAddr {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::Peer(s.to_owned());
+        let (id, addr) = s.trim().split_once('@').ok_or_else(bad)?;
+        let id: NodeId = id.parse().map_err(|_| bad())?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(bad());
+        }
+        Ok(Self {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+/// Routing policy names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Copy to every peer that lacks the bundle.
+    Epidemic,
+    /// Binary spray-and-wait.
+    #[default]
+    SprayAndWait,
+    /// PRoPHET (RFC 6693).
+    Prophet,
+    /// Hand the bundle only to its destination.
+    Direct,
+    /// Static routes (destination → next hop).
+    Static,
+}
+
+impl FromStr for Policy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "epidemic" => Self::Epidemic,
+            "spray-and-wait" => Self::SprayAndWait,
+            "prophet" => Self::Prophet,
+            "direct" => Self::Direct,
+            "static" => Self::Static,
+            other => {
+                return Err(ConfigError::Value(format!(
+                    "unknown routing policy `{other}` (expected epidemic, spray-and-wait, prophet, direct or static)"
+                )))
+            }
+        })
+    }
+}
+
+impl Policy {
+    /// The name used in configs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Epidemic => "epidemic",
+            Self::SprayAndWait => "spray-and-wait",
+            Self::Prophet => "prophet",
+            Self::Direct => "direct",
+            Self::Static => "static",
+        }
+    }
+}
+
+/// `[node]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// QUIC listen address.
+    pub listen: SocketAddr,
+    /// Local app API address; must be loopback.
+    pub api: SocketAddr,
+    /// Realms this node belongs to; each has `realms/NAME.key` in the home.
+    pub realms: Vec<String>,
+    /// Log level (error, warn, info, debug, trace).
+    pub log_level: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable_addr()),
+            api: DEFAULT_API.parse().unwrap_or_else(|_| unreachable_addr()),
+            realms: vec![DEFAULT_REALM.to_owned()],
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+fn unreachable_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// `[routing]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    /// Policy.
+    pub policy: Policy,
+    /// Copies per bundle for spray-and-wait (L).
+    pub spray_copies: u32,
+    /// Hop limit of bundles this node creates.
+    pub hop_limit: u8,
+    /// Default lifetime of bundles this node creates, e.g. "1d".
+    pub default_lifetime: String,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            spray_copies: 8,
+            hop_limit: ferry_core::DEFAULT_HOP_LIMIT,
+            default_lifetime: "1d".to_owned(),
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// Byte quota of the custody store.
+    pub max_bytes: u64,
+    /// Bundle count quota.
+    pub max_bundles: u64,
+    /// Largest bundle accepted, in bytes.
+    pub max_bundle_bytes: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            max_bytes: 1024 * 1024 * 1024,
+            max_bundles: 1_000_000,
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[node]`
+    pub node: NodeSection,
+    /// Static peers, `NODE_ID@host:port`.
+    pub peers: Vec<String>,
+    /// `[routing]`
+    pub routing: RoutingSection,
+    /// `[store]`
+    pub store: StoreSection,
+}
+
+impl Config {
+    /// Parses and validates a config file's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge);
+        }
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            ConfigError::Syntax(e.message().to_owned() + &span_note(text, e.span()))
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.node.api.ip().is_loopback() {
+            return Err(ConfigError::ApiNotLoopback(self.node.api));
+        }
+        if self.node.realms.is_empty() {
+            return Err(ConfigError::NoRealm);
+        }
+        for p in &self.peers {
+            p.parse::<PeerAddr>()?;
+        }
+        ferry_core::parse_lifetime(&self.routing.default_lifetime)
+            .map_err(|e| ConfigError::Value(format!("routing.default_lifetime: {e}")))?;
+        if self.routing.spray_copies == 0 {
+            return Err(ConfigError::Value(
+                "routing.spray_copies must be at least 1".into(),
+            ));
+        }
+        if !matches!(
+            self.node.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(ConfigError::Value(format!(
+                "node.log_level `{}`: expected error, warn, info, debug or trace",
+                self.node.log_level
+            )));
+        }
+        if self.store.max_bundle_bytes < 1024 {
+            return Err(ConfigError::Value(
+                "store.max_bundle_bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parsed static peers.
+    pub fn peer_addrs(&self) -> Result<Vec<PeerAddr>, ConfigError> {
+        self.peers.iter().map(|p| p.parse()).collect()
+    }
+
+    /// The default lifetime in seconds.
+    pub fn default_lifetime_secs(&self) -> u32 {
+        ferry_core::parse_lifetime(&self.routing.default_lifetime).unwrap_or(86_400)
+    }
+
+    /// The commented config file `ferry init` writes.
+    pub fn to_commented_toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+        let list = |v: &[String]| {
+            let items: Vec<String> = v.iter().map(|s| q(s)).collect();
+            format!("[{}]", items.join(", "))
+        };
+        format!(
+            r#"# Ferry node configuration. Every key is optional: a missing key takes the
+# default shown in its comment. Unknown keys are errors.
+
+# Static peers as "NODE_ID@host:port".
+peers = {peers}
+
+[node]
+# QUIC listen address for other nodes (default "{DEFAULT_LISTEN}").
+listen = {listen}
+# Local app API; must be a loopback address (default "{DEFAULT_API}").
+api = {api}
+# Realms this node belongs to. Each needs its secret in realms/NAME.key
+# (created by `ferry init --realm NAME[:SECRET]`). Nodes of other realms
+# never exchange bundles with this one.
+realms = {realms}
+# error | warn | info | debug | trace (default "info"). Payloads, keys and IP
+# addresses are never logged at info level.
+log_level = {log_level}
+
+[routing]
+# epidemic | spray-and-wait | prophet | direct | static (default "spray-and-wait").
+policy = {policy}
+# Copies per bundle for spray-and-wait (default 8).
+spray_copies = {spray}
+# Hop limit of bundles this node creates (default {hop_default}).
+hop_limit = {hop}
+# Lifetime of bundles this node creates when none is given (default "1d").
+default_lifetime = {lifetime}
+
+[store]
+# Custody store quotas: when full, new bundles are refused with "store full";
+# nothing already accepted is dropped to make room.
+max_bytes = {max_bytes}
+max_bundles = {max_bundles}
+# Largest bundle accepted from peers or apps, in bytes.
+max_bundle_bytes = {max_bundle_bytes}
+"#,
+            listen = q(&self.node.listen.to_string()),
+            api = q(&self.node.api.to_string()),
+            realms = list(&self.node.realms),
+            log_level = q(&self.node.log_level),
+            peers = list(&self.peers),
+            policy = q(self.routing.policy.as_str()),
+            spray = self.routing.spray_copies,
+            hop_default = ferry_core::DEFAULT_HOP_LIMIT,
+            hop = self.routing.hop_limit,
+            lifetime = q(&self.routing.default_lifetime),
+            max_bytes = self.store.max_bytes,
+            max_bundles = self.store.max_bundles,
+            max_bundle_bytes = self.store.max_bundle_bytes,
+        )
+    }
+}
+
+fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn commented_default_round_trips() {
+        let mut c = Config {
+            peers: vec![format!(
+                "{}@10.0.0.2:4556",
+                ferry_core::Identity::from_seed([1; 32]).node_id()
+            )],
+            ..Config::default()
+        };
+        c.routing.policy = Policy::Prophet;
+        let text = c.to_commented_toml();
+        assert_eq!(Config::parse(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_reasons() {
+        let e = Config::parse("[node]\napi = \"0.0.0.0:4557\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::ApiNotLoopback(_)), "{e}");
+        let e = Config::parse("[node]\nlisten = 5\n").unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+        let e = Config::parse("bogus = 1\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax(_)));
+        let e = Config::parse("peers = [\"nope\"]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Peer(_)));
+        let e = Config::parse("[routing]\npolicy = \"flood\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax(_)));
+        let e = Config::parse("[routing]\ndefault_lifetime = \"forever\"\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Value(_)));
+        let e = Config::parse("[node]\nrealms = []\n").unwrap_err();
+        assert!(matches!(e, ConfigError::NoRealm));
+        let big = "#".repeat(MAX_CONFIG_BYTES + 1);
+        assert!(matches!(Config::parse(&big), Err(ConfigError::TooLarge)));
+    }
+
+    #[test]
+    fn peer_addresses() {
+        let id = ferry_core::Identity::from_seed([1; 32]).node_id();
+        let p: PeerAddr = format!("{id}@pi.local:4556").parse().unwrap();
+        assert_eq!(p.id, id);
+        assert_eq!(p.addr, "pi.local:4556");
+        assert_eq!(p.to_string().parse::<PeerAddr>().unwrap(), p);
+        assert!(format!("{id}@[::1]:4556").parse::<PeerAddr>().is_ok());
+        assert!(format!("{id}@host").parse::<PeerAddr>().is_err());
+        assert!(format!("{id}@host:0").parse::<PeerAddr>().is_err());
+        assert!("x@host:1".parse::<PeerAddr>().is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,300}") {
+            let _ = Config::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,1710 @@
+//! [`LmdbStore`]: the durable store, on LMDB through heed.
+//!
+//! Tables (all keys and values are raw bytes, big-endian numbers so that byte order
+//! is numeric order):
+//!
+//! | table        | key                                   | value                              |
+//! |--------------|---------------------------------------|------------------------------------|
+//! | `ids`        | bundle id (32)                        | seen time (8), insertion (8; 0 = removed) |
+//! | `meta`       | insertion (8)                         | metadata record (see [`crate::record`]) |
+//! | `blob`       | insertion (8)                         | bundle blob (version, CRC, bytes)  |
+//! | `prio`       | 255 − priority (1), insertion (8)     | empty                              |
+//! | `dest`       | kind (1), node hash (8), insertion (8)| empty                              |
+//! | `expiry`     | expires_at (8), insertion (8)         | empty                              |
+//! | `seen`       | seen time (8), bundle id (32)         | empty (removed records only)       |
+//! | `quarantine` | insertion (8)                         | quarantine entry                   |
+//! | `state`      | name                                  | u64 (format, next insertion, next sequence, bytes, quarantined bytes) |
+//!
+//! Records are keyed by their insertion number rather than their (random) bundle id,
+//! so inserts append to the right edge of the `meta`, `blob` and `prio` B-trees
+//! instead of dirtying a random leaf each; only `ids` is keyed by id. Insertion
+//! numbers are never reused, so an index entry whose record is gone can never point
+//! at another record: such a dangling entry is skipped and deleted when a scan meets
+//! it. This is what makes quarantine safe when the metadata itself is unreadable (the
+//! destination and expiry keys it held are then unknown and removed lazily).
+//!
+//! `meta` and `blob` are written with `MDB_APPEND` (their keys only grow), which
+//! fills pages instead of splitting them in half and turns a counter that is ever
+//! behind the stored records into an error instead of an overwrite.
+
+use std::collections::{BTreeSet, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::ops::{Bound, Range};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ferry_core::{BundleId, Destination};
+use heed::types::Bytes;
+use heed::{Database, Env, EnvOpenOptions, PutFlags, RoTxn, RwTxn, WithoutTls};
+
+use crate::error::{QuotaKind, StoreError};
+use crate::mem::check_quota;
+use crate::record::{
+    self, blob_len, decode_blob, decode_quarantine, decode_record, dest_key, dest_prefix,
+    encode_blob, encode_quarantine, encode_record, expiry_key, id_value, inv_priority,
+    parse_id_value, prio_key, read_u64, seen_key, slot_key, write_blob_header,
+};
+use crate::store::{CustodyStore, IdPage};
+use crate::types::{
+    page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
+    PriorityCursor, QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingMeta, StoreConfig,
+    StoreStats,
+};
+
+/// On-disk format version written to the `state` table.
+pub const FORMAT_VERSION: u64 = 1;
+
+const K_FORMAT: &[u8] = b"format";
+const K_NEXT_SLOT: &[u8] = b"next_insertion";
+const K_NEXT_SEQ: &[u8] = b"next_sequence";
+const K_BYTES: &[u8] = b"bytes";
+const K_Q_BYTES: &[u8] = b"quarantined_bytes";
+
+type Db = Database<Bytes, Bytes>;
+
+/// Canonical paths of the stores open in this process.
+static OPEN_PATHS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+/// Holds a path in [`OPEN_PATHS`] until dropped.
+#[derive(Debug)]
+struct PathRegistration(PathBuf);
+
+impl PathRegistration {
+    fn register(path: PathBuf) -> Result<Self, StoreError> {
+        let mut open = OPEN_PATHS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !open.insert(path.clone()) {
+            return Err(StoreError::AlreadyOpen { path });
+        }
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PathRegistration {
+    fn drop(&mut self) {
+        let mut open = OPEN_PATHS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        open.remove(&self.0);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dbs {
+    ids: Db,
+    meta: Db,
+    blob: Db,
+    prio: Db,
+    dest: Db,
+    expiry: Db,
+    seen: Db,
+    quarantine: Db,
+    state: Db,
+}
+
+/// What reading one record's metadata found.
+enum SlotRead {
+    Missing,
+    Ok(RecordInfo),
+    Corrupt(String),
+}
+
+/// Pre-allocation of the data file (see [`LmdbStore::set_preallocation`]).
+#[derive(Debug)]
+struct Prealloc {
+    file: File,
+    enabled: bool,
+}
+
+/// The durable [`CustodyStore`], on LMDB.
+///
+/// Durability: the environment is opened with LMDB's default flags (no `NOSYNC`,
+/// `NOMETASYNC` or `MAPASYNC`), so every write method has flushed its transaction to
+/// disk (data pages `fdatasync`ed, then the meta page written with `O_DSYNC`) before
+/// it returns `Ok`. A crash or power cut after that loses nothing; one before it
+/// loses the whole transaction and nothing else.
+///
+/// A path may be open only once per process at a time (a second open returns
+/// [`StoreError::AlreadyOpen`]); several processes may open the same store (LMDB
+/// locks between them).
+#[derive(Debug)]
+pub struct LmdbStore {
+    // Field order matters: the environment must close before the path is released.
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    config: StoreConfig,
+    map_size: usize,
+    path: PathBuf,
+    prealloc: Mutex<Prealloc>,
+    _registration: PathRegistration,
+}
+
+fn lmdb_err(map_size: usize) -> impl Fn(heed::Error) -> StoreError {
+    move |e| match e {
+        heed::Error::Mdb(heed::MdbError::MapFull) => StoreError::MapFull { map_size },
+        other => StoreError::Lmdb(other),
+    }
+}
+
+/// Maps a failed MDB_APPEND: a key not above the last one means the insertion
+/// counter is behind the stored records.
+fn append_err(map_size: usize) -> impl Fn(heed::Error) -> StoreError {
+    move |e| match e {
+        heed::Error::Mdb(heed::MdbError::KeyExist) => {
+            StoreError::Corrupt("insertion counter is behind the stored records".into())
+        }
+        other => lmdb_err(map_size)(other),
+    }
+}
+
+/// Bundles up to this size are framed in a buffer and appended; larger ones are
+/// written straight into LMDB's reserved space.
+const APPEND_COPY_MAX: usize = 64 << 10;
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl LmdbStore {
+    /// Opens (creating the directory and tables if missing) the store at `path`.
+    ///
+    /// Fails with [`StoreError::AlreadyOpen`] if this process already has it open,
+    /// and with [`StoreError::InvalidConfig`] if the map size cannot hold the quotas
+    /// (see [`StoreConfig::required_map_size`]).
+    pub fn open(path: impl AsRef<Path>, config: StoreConfig) -> Result<Self, StoreError> {
+        let map_size = config.effective_map_size()?;
+        let path = path.as_ref();
+        fs::create_dir_all(path).map_err(io_err(path))?;
+        let canonical = fs::canonicalize(path).map_err(io_err(path))?;
+        let registration = PathRegistration::register(canonical.clone())?;
+
+        let mut options = EnvOpenOptions::new().read_txn_without_tls();
+        options.map_size(map_size).max_dbs(16);
+        // SAFETY: heed marks `open` unsafe because the memory map is undefined
+        // behaviour if the file is modified other than through LMDB's protocol. We
+        // uphold that: (1) no unsafe flags are set (default sync flags, locking on,
+        // no WRITEMAP), so LMDB's lock file coordinates every process that opens the
+        // environment; (2) `PathRegistration` above guarantees this process opens
+        // the path at most once at a time (opening it twice would let closing one
+        // handle drop the other's POSIX locks), and heed's own registry refuses it
+        // too; (3) this crate never truncates or writes the data file's used part:
+        // the only other write is `preallocate`, which appends zeros past the end of
+        // the file while holding the write transaction. Users must not place the
+        // store on a network file system or edit its files while it is open
+        // (documented on the crate).
+        #[allow(unsafe_code)]
+        let env = unsafe { options.open(&canonical) }.map_err(|e| match e {
+            heed::Error::EnvAlreadyOpened => StoreError::AlreadyOpen {
+                path: canonical.clone(),
+            },
+            other => lmdb_err(map_size)(other),
+        })?;
+
+        let err = lmdb_err(map_size);
+        // Reader slots left by processes that died would pin old pages forever.
+        env.clear_stale_readers().map_err(&err)?;
+        let mut wtxn = env.write_txn().map_err(&err)?;
+        let mut create = |name: &str| -> Result<Db, StoreError> {
+            env.create_database(&mut wtxn, Some(name)).map_err(&err)
+        };
+        let dbs = Dbs {
+            ids: create("ids")?,
+            meta: create("meta")?,
+            blob: create("blob")?,
+            prio: create("prio")?,
+            dest: create("dest")?,
+            expiry: create("expiry")?,
+            seen: create("seen")?,
+            quarantine: create("quarantine")?,
+            state: create("state")?,
+        };
+        match get_u64(&dbs.state, &wtxn, K_FORMAT)? {
+            None => put_u64(&dbs.state, &mut wtxn, K_FORMAT, FORMAT_VERSION, map_size)?,
+            Some(FORMAT_VERSION) => {}
+            Some(found) => {
+                return Err(StoreError::UnsupportedFormat {
+                    found,
+                    supported: FORMAT_VERSION,
+                })
+            }
+        }
+        wtxn.commit().map_err(&err)?;
+
+        let data_path = canonical.join("data.mdb");
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&data_path)
+            .map_err(io_err(&data_path))?;
+        Ok(Self {
+            env,
+            dbs,
+            config,
+            map_size,
+            path: canonical,
+            prealloc: Mutex::new(Prealloc {
+                file,
+                enabled: false,
+            }),
+            _registration: registration,
+        })
+    }
+
+    /// The store's directory (canonical).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The LMDB map size in use.
+    pub fn map_size(&self) -> usize {
+        self.map_size
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// Turns data-file pre-allocation on or off (off by default).
+    ///
+    /// On, a write transaction that could grow the data file first extends the file
+    /// with written zeros (in steps of 1/8 of its size, 1 to 16 MiB) and syncs that
+    /// once, so LMDB's per-commit `fdatasync` overwrites allocated blocks and has no
+    /// file-size change (inode update, or journal commit on a journalling file
+    /// system) to make durable. LMDB's own syncs are unchanged, so durability is
+    /// the same either way. It is off by default because on the machine it was
+    /// measured on (ext4 without a journal) the zero-filling cost about what it
+    /// saved; `benches/lmdb.rs` compares both on yours.
+    pub fn set_preallocation(&self, on: bool) {
+        self.prealloc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .enabled = on;
+    }
+
+    /// The raw bytes (metadata record, bundle blob) kept for a quarantined record.
+    pub fn quarantined_raw(&self, insertion: u64) -> Result<Option<QuarantinedRaw>, StoreError> {
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let Some(raw) = self
+            .dbs
+            .quarantine
+            .get(&rtxn, &slot_key(insertion))
+            .map_err(&err)?
+        else {
+            return Ok(None);
+        };
+        let q = decode_quarantine(raw)
+            .map_err(|e| StoreError::Corrupt(format!("quarantine entry {insertion}: {e}")))?;
+        Ok(Some(QuarantinedRaw {
+            meta: q.meta_raw.to_vec(),
+            blob: q.blob_raw.to_vec(),
+        }))
+    }
+
+    fn err(&self) -> impl Fn(heed::Error) -> StoreError {
+        lmdb_err(self.map_size)
+    }
+
+    /// Runs `f` in a write transaction and commits it (durably) if it succeeds;
+    /// `grow_hint` is an upper estimate of the bytes it adds.
+    fn write<R>(
+        &self,
+        grow_hint: u64,
+        f: impl FnOnce(&mut RwTxn<'_>, &Dbs) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let err = self.err();
+        let mut wtxn = self.env.write_txn().map_err(&err)?;
+        let out = f(&mut wtxn, &self.dbs)?;
+        self.preallocate(grow_hint)?;
+        wtxn.commit().map_err(&err)?;
+        Ok(out)
+    }
+
+    /// Extends the data file with zeros so the coming commit writes into allocated
+    /// blocks. Must be called with the write transaction held: no LMDB writer can
+    /// then be writing past the file's end concurrently, and LMDB's commit, which
+    /// follows, overwrites any of these zeros it needs.
+    fn preallocate(&self, grow_hint: u64) -> Result<(), StoreError> {
+        let p = self
+            .prealloc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !p.enabled {
+            return Ok(());
+        }
+        let data_path = self.path.join("data.mdb");
+        let io = io_err(&data_path);
+        let info = self.env.info();
+        let page = u64::from(self.env.stat().page_size);
+        let used = (info.last_page_number as u64 + 1).saturating_mul(page);
+        // A transaction rewrites (copy-on-write) the pages it touches: allow for the
+        // new data twice over, plus the branch pages of a few trees.
+        let need = used
+            .saturating_add(grow_hint.saturating_mul(2))
+            .saturating_add(64 * page);
+        let len = p.file.metadata().map_err(&io)?.len();
+        if len >= need {
+            return Ok(());
+        }
+        let step = (len / 8).clamp(1 << 20, 16 << 20);
+        let target = need.max(len + step).min(self.map_size as u64);
+        if target <= len {
+            return Ok(());
+        }
+        write_zeros(&p.file, len, target).map_err(&io)?;
+        p.file.sync_data().map_err(&io)
+    }
+
+    /// Reads and checks the metadata of `slot`.
+    fn read_info(&self, txn: &RoTxn<'_>, slot: u64) -> Result<SlotRead, StoreError> {
+        let Some(raw) = self
+            .dbs
+            .meta
+            .get(txn, &slot_key(slot))
+            .map_err(self.err())?
+        else {
+            return Ok(SlotRead::Missing);
+        };
+        Ok(match decode_record(raw) {
+            Ok(info) if info.insertion != slot => SlotRead::Corrupt(format!(
+                "metadata names insertion {} but is stored under {slot}",
+                info.insertion
+            )),
+            Ok(info) => SlotRead::Ok(info),
+            Err(e) => SlotRead::Corrupt(format!("metadata: {e}")),
+        })
+    }
+
+    /// The stored slot of `id`: `Ok(None)` if not stored (or seen only).
+    fn slot_of(&self, txn: &RoTxn<'_>, id: &BundleId) -> Result<Option<(u64, u64)>, StoreError> {
+        match self.dbs.ids.get(txn, &id.0).map_err(self.err())? {
+            None => Ok(None),
+            Some(v) => parse_id_value(v).map(Some).ok_or_else(|| {
+                StoreError::Corrupt(format!("id entry of {id} has {} bytes", v.len()))
+            }),
+        }
+    }
+
+    /// The reason a quarantined slot was quarantined, if it is.
+    fn quarantine_reason(&self, txn: &RoTxn<'_>, slot: u64) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .dbs
+            .quarantine
+            .get(txn, &slot_key(slot))
+            .map_err(self.err())?
+            .map(|raw| match decode_quarantine(raw) {
+                Ok(q) => q.reason,
+                Err(e) => format!("(quarantine entry unreadable: {e})"),
+            }))
+    }
+
+    /// Quarantines `slot` in its own transaction.
+    fn quarantine_now(
+        &self,
+        slot: u64,
+        id: Option<BundleId>,
+        reason: String,
+    ) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.write(0, |txn, dbs| {
+            quarantine_slot(dbs, txn, slot, id, reason, self.map_size)
+        })
+    }
+
+    /// Metadata of a stored id, quarantining it if unreadable. With `with_bytes`,
+    /// the bundle bytes too.
+    fn fetch(&self, id: &BundleId, with_bytes: bool) -> Result<Option<Record>, StoreError> {
+        let rtxn = self.env.read_txn().map_err(self.err())?;
+        let Some((_, slot)) = self.slot_of(&rtxn, id)? else {
+            return Ok(None);
+        };
+        if slot == 0 {
+            return Ok(None);
+        }
+        let problem = match self.read_info(&rtxn, slot)? {
+            SlotRead::Missing => {
+                return match self.quarantine_reason(&rtxn, slot)? {
+                    Some(reason) => Err(StoreError::Quarantined { id: *id, reason }),
+                    None => Ok(None),
+                }
+            }
+            SlotRead::Corrupt(reason) => reason,
+            SlotRead::Ok(info) if info.id != *id => {
+                format!("metadata names bundle {} instead", info.id)
+            }
+            SlotRead::Ok(info) if !with_bytes => {
+                return Ok(Some(Record {
+                    info,
+                    bytes: Vec::new(),
+                }))
+            }
+            SlotRead::Ok(info) => {
+                match self
+                    .dbs
+                    .blob
+                    .get(&rtxn, &slot_key(slot))
+                    .map_err(self.err())?
+                {
+                    None => "bundle bytes missing".to_owned(),
+                    Some(raw) => match decode_blob(raw) {
+                        Err(e) => format!("bundle bytes: {e}"),
+                        Ok(b) if b.len() as u64 != info.size => format!(
+                            "bundle bytes: {} bytes where metadata says {}",
+                            b.len(),
+                            info.size
+                        ),
+                        Ok(b) => {
+                            return Ok(Some(Record {
+                                info,
+                                bytes: b.to_vec(),
+                            }))
+                        }
+                    },
+                }
+            }
+        };
+        drop(rtxn);
+        let entry = self.quarantine_now(slot, Some(*id), problem.clone())?;
+        let reason = entry.map(|e| e.reason).unwrap_or(problem);
+        Err(StoreError::Quarantined { id: *id, reason })
+    }
+
+    /// One page of an index whose keys end with the insertion number. `start` and
+    /// `end` bound the keys; `make` turns a key into the page's cursor.
+    fn scan_index<C>(
+        &self,
+        db: Db,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+        limit: usize,
+        check: impl Fn(&RecordInfo, &[u8]) -> bool,
+        cursor: impl Fn(&[u8]) -> Option<C>,
+    ) -> Result<Page<C>, StoreError> {
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let mut items = Vec::new();
+        let mut dangling = Vec::new();
+        let mut corrupt = Vec::new();
+        let mut last: Option<C> = None;
+        let mut scanned = 0;
+        for entry in db.range(&rtxn, &(start, end)).map_err(&err)? {
+            let (key, _) = entry.map_err(&err)?;
+            // A key too short to be an index key cannot come from this crate: it is
+            // deleted, and not counted (each is met once).
+            let (Some(slot), Some(c)) = (
+                key.len().checked_sub(8).and_then(|at| read_u64(&key[at..])),
+                cursor(key),
+            ) else {
+                dangling.push(key.to_vec());
+                continue;
+            };
+            scanned += 1;
+            last = Some(c);
+            match self.read_info(&rtxn, slot)? {
+                SlotRead::Missing => dangling.push(key.to_vec()),
+                SlotRead::Ok(info) if check(&info, key) => items.push(info),
+                SlotRead::Ok(_) => dangling.push(key.to_vec()),
+                SlotRead::Corrupt(reason) => corrupt.push((slot, reason)),
+            }
+            if scanned == limit {
+                break;
+            }
+        }
+        drop(rtxn);
+        let next = if scanned == limit { last } else { None };
+        let mut quarantined = Vec::new();
+        if !dangling.is_empty() || !corrupt.is_empty() {
+            quarantined = self.write(0, |txn, dbs| {
+                for key in &dangling {
+                    db.delete(txn, key).map_err(&err)?;
+                }
+                let mut out = Vec::new();
+                for (slot, reason) in corrupt {
+                    if let Some(e) = quarantine_slot(dbs, txn, slot, None, reason, self.map_size)? {
+                        out.push(e);
+                    }
+                }
+                Ok(out)
+            })?;
+        }
+        Ok(Page {
+            items,
+            next,
+            quarantined,
+        })
+    }
+}
+
+/// Writes zeros to `file` from `from` to `to`.
+#[cfg(unix)]
+fn write_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const CHUNK: usize = 1 << 20;
+    let zeros = vec![0u8; CHUNK];
+    let mut off = from;
+    while off < to {
+        let n = usize::try_from((to - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+        file.write_all_at(&zeros[..n], off)?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Pre-allocation is implemented for Unix only; elsewhere it does nothing.
+#[cfg(not(unix))]
+fn write_zeros(_file: &File, _from: u64, _to: u64) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn get_u64(db: &Db, txn: &RoTxn<'_>, key: &[u8]) -> Result<Option<u64>, StoreError> {
+    match db.get(txn, key).map_err(StoreError::Lmdb)? {
+        None => Ok(None),
+        Some(v) if v.len() == 8 => Ok(read_u64(v)),
+        Some(v) => Err(StoreError::Corrupt(format!(
+            "state value {} has {} bytes",
+            String::from_utf8_lossy(key),
+            v.len()
+        ))),
+    }
+}
+
+fn put_u64(
+    db: &Db,
+    txn: &mut RwTxn<'_>,
+    key: &[u8],
+    v: u64,
+    map_size: usize,
+) -> Result<(), StoreError> {
+    db.put(txn, key, &v.to_be_bytes())
+        .map_err(lmdb_err(map_size))
+}
+
+/// Moves `slot`'s record to the quarantine table and out of every index it can be
+/// found in. Returns `None` if there is no record at `slot`.
+fn quarantine_slot(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    slot: u64,
+    id_hint: Option<BundleId>,
+    reason: String,
+    map_size: usize,
+) -> Result<Option<QuarantineEntry>, StoreError> {
+    let err = lmdb_err(map_size);
+    let key = slot_key(slot);
+    let meta_raw = dbs.meta.get(txn, &key).map_err(&err)?.map(<[u8]>::to_vec);
+    let blob_raw = dbs.blob.get(txn, &key).map_err(&err)?.map(<[u8]>::to_vec);
+    let (meta_raw, blob_raw) = match (meta_raw, blob_raw) {
+        (None, None) => return Ok(None),
+        (m, b) => (m.unwrap_or_default(), b.unwrap_or_default()),
+    };
+    let info = decode_record(&meta_raw)
+        .ok()
+        .filter(|i| i.insertion == slot);
+    let id = info.as_ref().map(|i| i.id).or(id_hint);
+    // The bytes this record was counted for: exact from the metadata or the intact
+    // blob; only when both are unreadable is it estimated from the raw blob.
+    let size = match (&info, decode_blob(&blob_raw)) {
+        (Some(i), _) => i.size,
+        (None, Ok(b)) => b.len() as u64,
+        (None, Err(_)) => blob_raw.len().saturating_sub(blob_len(0)) as u64,
+    };
+    dbs.meta.delete(txn, &key).map_err(&err)?;
+    dbs.blob.delete(txn, &key).map_err(&err)?;
+    for p in [
+        ferry_core::Priority::Bulk,
+        ferry_core::Priority::Normal,
+        ferry_core::Priority::Expedited,
+    ] {
+        dbs.prio
+            .delete(txn, &prio_key(inv_priority(p), slot))
+            .map_err(&err)?;
+    }
+    if let Some(i) = &info {
+        dbs.dest
+            .delete(txn, &dest_key(&i.meta.destination, slot))
+            .map_err(&err)?;
+        if let Some(e) = i.meta.expires_at {
+            dbs.expiry.delete(txn, &expiry_key(e, slot)).map_err(&err)?;
+        }
+    }
+    let reason = record::bound_reason(reason);
+    let value = encode_quarantine(id, &reason, &meta_raw, &blob_raw).map_err(StoreError::Encode)?;
+    dbs.quarantine.put(txn, &key, &value).map_err(&err)?;
+    let bytes = get_u64(&dbs.state, txn, K_BYTES)?.unwrap_or(0);
+    put_u64(
+        &dbs.state,
+        txn,
+        K_BYTES,
+        bytes.saturating_sub(size),
+        map_size,
+    )?;
+    let raw_len = (meta_raw.len() + blob_raw.len()) as u64;
+    let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
+    put_u64(
+        &dbs.state,
+        txn,
+        K_Q_BYTES,
+        q_bytes.saturating_add(raw_len),
+        map_size,
+    )?;
+    Ok(Some(QuarantineEntry {
+        insertion: slot,
+        id,
+        reason,
+        raw_len,
+    }))
+}
+
+/// Deletes a readable record and its index entries, leaving its id as a seen-set
+/// tombstone.
+fn delete_record(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    info: &RecordInfo,
+    map_size: usize,
+) -> Result<(), StoreError> {
+    let err = lmdb_err(map_size);
+    let slot = info.insertion;
+    let key = slot_key(slot);
+    let m = &info.meta;
+    dbs.meta.delete(txn, &key).map_err(&err)?;
+    dbs.blob.delete(txn, &key).map_err(&err)?;
+    dbs.prio
+        .delete(txn, &prio_key(inv_priority(m.priority), slot))
+        .map_err(&err)?;
+    dbs.dest
+        .delete(txn, &dest_key(&m.destination, slot))
+        .map_err(&err)?;
+    if let Some(e) = m.expires_at {
+        dbs.expiry.delete(txn, &expiry_key(e, slot)).map_err(&err)?;
+    }
+    let t = match dbs
+        .ids
+        .get(txn, &info.id.0)
+        .map_err(&err)?
+        .and_then(parse_id_value)
+    {
+        Some((t, _)) => t,
+        None => seen_time(m),
+    };
+    dbs.ids
+        .put(txn, &info.id.0, &id_value(t, 0))
+        .map_err(&err)?;
+    dbs.seen
+        .put(txn, &seen_key(t, &info.id), &[])
+        .map_err(&err)?;
+    let bytes = get_u64(&dbs.state, txn, K_BYTES)?.unwrap_or(0);
+    put_u64(
+        &dbs.state,
+        txn,
+        K_BYTES,
+        bytes.saturating_sub(info.size),
+        map_size,
+    )
+}
+
+impl CustodyStore for LmdbStore {
+    fn insert_batch(&self, records: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let map_size = self.map_size;
+        let err = self.err();
+        let grow: u64 = records
+            .iter()
+            .map(|r| r.bytes.len() as u64 + 256 + 8 * r.meta.routing.holders.len() as u64)
+            .sum();
+        self.write(grow, |txn, dbs| {
+            let mut outcomes = Vec::with_capacity(records.len());
+            let mut in_batch = HashSet::with_capacity(records.len());
+            let (mut new_count, mut new_bytes) = (0u64, 0u64);
+            for r in records {
+                validate_routing(&r.id, &r.meta.routing)?;
+                let outcome = if in_batch.contains(&r.id) {
+                    InsertOutcome::Duplicate { still_stored: true }
+                } else {
+                    match self.slot_of(txn, &r.id)? {
+                        Some((_, 0)) => InsertOutcome::Duplicate {
+                            still_stored: false,
+                        },
+                        Some((_, slot))
+                            if dbs.meta.get(txn, &slot_key(slot)).map_err(&err)?.is_some() =>
+                        {
+                            InsertOutcome::Duplicate { still_stored: true }
+                        }
+                        // Never stored, or its stored copy was quarantined: store it.
+                        _ => InsertOutcome::Inserted,
+                    }
+                };
+                if outcome == InsertOutcome::Inserted {
+                    in_batch.insert(r.id);
+                    new_count += 1;
+                    new_bytes = new_bytes.saturating_add(r.bytes.len() as u64);
+                }
+                outcomes.push(outcome);
+            }
+            if new_count == 0 {
+                return Ok(outcomes);
+            }
+            let count = dbs.meta.len(txn).map_err(&err)?;
+            let q_count = dbs.quarantine.len(txn).map_err(&err)?;
+            let bytes = get_u64(&dbs.state, txn, K_BYTES)?.unwrap_or(0);
+            let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
+            check_quota(
+                QuotaKind::Count,
+                self.config.max_count,
+                count.saturating_add(q_count),
+                new_count,
+            )?;
+            check_quota(
+                QuotaKind::Bytes,
+                self.config.max_bytes,
+                bytes.saturating_add(q_bytes),
+                new_bytes,
+            )?;
+            let mut slot = get_u64(&dbs.state, txn, K_NEXT_SLOT)?.unwrap_or(1);
+            for (r, o) in records.iter().zip(&outcomes) {
+                if *o != InsertOutcome::Inserted {
+                    continue;
+                }
+                let info = RecordInfo {
+                    id: r.id,
+                    insertion: slot,
+                    size: r.bytes.len() as u64,
+                    meta: r.meta.clone(),
+                };
+                let key = slot_key(slot);
+                let enc = encode_record(&info).map_err(StoreError::Encode)?;
+                // Insertion numbers only grow, so `meta` and `blob` are appended to:
+                // MDB_APPEND fills pages instead of splitting them in half, and fails
+                // (rather than overwrites) should the counter ever be behind.
+                dbs.meta
+                    .put_with_flags(txn, PutFlags::APPEND, &key, &enc)
+                    .map_err(append_err(map_size))?;
+                if r.bytes.len() <= APPEND_COPY_MAX {
+                    let blob = encode_blob(&r.bytes);
+                    dbs.blob
+                        .put_with_flags(txn, PutFlags::APPEND, &key, &blob)
+                        .map_err(append_err(map_size))?;
+                } else {
+                    // Large bundles go to overflow pages (no leaf splitting to avoid)
+                    // and are written in place, without a copy.
+                    let header = write_blob_header(&r.bytes);
+                    dbs.blob
+                        .put_reserved(txn, &key, blob_len(r.bytes.len()), |space| {
+                            use std::io::Write;
+                            space.write_all(&header)?;
+                            space.write_all(&r.bytes)
+                        })
+                        .map_err(&err)?;
+                }
+                let m = &info.meta;
+                dbs.prio
+                    .put(txn, &prio_key(inv_priority(m.priority), slot), &[])
+                    .map_err(&err)?;
+                dbs.dest
+                    .put(txn, &dest_key(&m.destination, slot), &[])
+                    .map_err(&err)?;
+                if let Some(e) = m.expires_at {
+                    dbs.expiry
+                        .put(txn, &expiry_key(e, slot), &[])
+                        .map_err(&err)?;
+                }
+                dbs.ids
+                    .put(txn, &r.id.0, &id_value(seen_time(m), slot))
+                    .map_err(&err)?;
+                slot = slot
+                    .checked_add(1)
+                    .ok_or(StoreError::Corrupt("insertion numbers exhausted".into()))?;
+            }
+            put_u64(&dbs.state, txn, K_NEXT_SLOT, slot, map_size)?;
+            put_u64(
+                &dbs.state,
+                txn,
+                K_BYTES,
+                bytes.saturating_add(new_bytes),
+                map_size,
+            )?;
+            Ok(outcomes)
+        })
+    }
+
+    fn get(&self, id: &BundleId) -> Result<Option<Record>, StoreError> {
+        self.fetch(id, true)
+    }
+
+    fn get_info(&self, id: &BundleId) -> Result<Option<RecordInfo>, StoreError> {
+        Ok(self.fetch(id, false)?.map(|r| r.info))
+    }
+
+    fn contains(&self, id: &BundleId) -> Result<bool, StoreError> {
+        let rtxn = self.env.read_txn().map_err(self.err())?;
+        match self.slot_of(&rtxn, id)? {
+            Some((_, slot)) if slot != 0 => Ok(self
+                .dbs
+                .meta
+                .get(&rtxn, &slot_key(slot))
+                .map_err(self.err())?
+                .is_some()),
+            _ => Ok(false),
+        }
+    }
+
+    fn remove(&self, id: &BundleId) -> Result<bool, StoreError> {
+        let map_size = self.map_size;
+        self.write(0, |txn, dbs| {
+            let Some((t, slot)) = self.slot_of(txn, id)? else {
+                return Ok(false);
+            };
+            if slot == 0 {
+                return Ok(false);
+            }
+            match self.read_info(txn, slot)? {
+                SlotRead::Missing => Ok(false),
+                SlotRead::Ok(info) if info.id == *id => {
+                    delete_record(dbs, txn, &info, map_size)?;
+                    Ok(true)
+                }
+                SlotRead::Ok(info) => {
+                    let reason = format!("metadata names bundle {} instead", info.id);
+                    removed_corrupt(dbs, txn, id, t, slot, reason, map_size)
+                }
+                SlotRead::Corrupt(reason) => {
+                    removed_corrupt(dbs, txn, id, t, slot, reason, map_size)
+                }
+            }
+        })
+    }
+
+    fn update_routing(
+        &self,
+        id: &BundleId,
+        update: &mut dyn FnMut(&mut RoutingMeta),
+    ) -> Result<RoutingMeta, StoreError> {
+        let map_size = self.map_size;
+        let err = self.err();
+        // A record found unreadable is quarantined in a committed transaction and
+        // reported after it, so the quarantine is not rolled back with the update.
+        let result = self.write(0, |txn, dbs| {
+            let Some((_, slot)) = self.slot_of(txn, id)? else {
+                return Err(StoreError::NotFound { id: *id });
+            };
+            if slot == 0 {
+                return Err(StoreError::NotFound { id: *id });
+            }
+            let mut info = match self.read_info(txn, slot)? {
+                SlotRead::Missing => {
+                    return match self.quarantine_reason(txn, slot)? {
+                        Some(reason) => Ok(Err(StoreError::Quarantined { id: *id, reason })),
+                        None => Err(StoreError::NotFound { id: *id }),
+                    }
+                }
+                SlotRead::Ok(info) if info.id == *id => info,
+                SlotRead::Ok(info) => {
+                    let reason = format!("metadata names bundle {} instead", info.id);
+                    let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
+                    let reason = e.map(|e| e.reason).unwrap_or(reason);
+                    return Ok(Err(StoreError::Quarantined { id: *id, reason }));
+                }
+                SlotRead::Corrupt(reason) => {
+                    let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
+                    let reason = e.map(|e| e.reason).unwrap_or(reason);
+                    return Ok(Err(StoreError::Quarantined { id: *id, reason }));
+                }
+            };
+            update(&mut info.meta.routing);
+            validate_routing(id, &info.meta.routing)?;
+            let enc = encode_record(&info).map_err(StoreError::Encode)?;
+            dbs.meta.put(txn, &slot_key(slot), &enc).map_err(&err)?;
+            Ok(Ok(info.meta.routing))
+        })?;
+        result
+    }
+
+    fn by_priority(
+        &self,
+        after: Option<PriorityCursor>,
+        limit: usize,
+    ) -> Result<Page<PriorityCursor>, StoreError> {
+        let limit = page_limit(limit)?;
+        let after_key = after.map(|c| prio_key(c.inv_priority, c.insertion));
+        let start = match &after_key {
+            Some(k) => Bound::Excluded(&k[..]),
+            None => Bound::Unbounded,
+        };
+        self.scan_index(
+            self.dbs.prio,
+            start,
+            Bound::Unbounded,
+            limit,
+            |info, key| key.first() == Some(&inv_priority(info.meta.priority)),
+            |key| {
+                Some(PriorityCursor {
+                    inv_priority: *key.first()?,
+                    insertion: read_u64(key.get(1..)?)?,
+                })
+            },
+        )
+    }
+
+    fn by_destination(
+        &self,
+        destination: &Destination,
+        after: Option<DestinationCursor>,
+        limit: usize,
+    ) -> Result<Page<DestinationCursor>, StoreError> {
+        let limit = page_limit(limit)?;
+        if matches!(after, Some(c) if c.destination != *destination) {
+            return Err(StoreError::InvalidArgument(
+                "cursor belongs to another destination",
+            ));
+        }
+        let start_key = match after {
+            Some(c) => dest_key(destination, c.insertion),
+            None => dest_key(destination, 0),
+        };
+        let end_key = dest_key(destination, u64::MAX);
+        let start = match after {
+            Some(_) => Bound::Excluded(&start_key[..]),
+            None => Bound::Included(&start_key[..]),
+        };
+        let prefix = dest_prefix(destination);
+        let dest = *destination;
+        self.scan_index(
+            self.dbs.dest,
+            start,
+            Bound::Included(&end_key[..]),
+            limit,
+            |info, key| key.len() == 17 && key[..9] == prefix && info.meta.destination == dest,
+            |key| {
+                Some(DestinationCursor {
+                    destination: dest,
+                    insertion: read_u64(key.get(9..)?)?,
+                })
+            },
+        )
+    }
+
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<Vec<BundleId>, StoreError> {
+        let limit = page_limit(limit)?;
+        let map_size = self.map_size;
+        let err = self.err();
+        let end = expiry_key(now, u64::MAX);
+        self.write(0, |txn, dbs| {
+            let mut removed = Vec::new();
+            // Batches of keys (the tree cannot change under a live iterator); dangling
+            // and unreadable entries are cleaned up and do not count towards `limit`.
+            loop {
+                let mut keys = Vec::new();
+                for entry in dbs
+                    .expiry
+                    .range(txn, &(Bound::Unbounded, Bound::Included(&end[..])))
+                    .map_err(&err)?
+                {
+                    let (k, _) = entry.map_err(&err)?;
+                    keys.push(k.to_vec());
+                    if keys.len() == limit - removed.len() {
+                        break;
+                    }
+                }
+                if keys.is_empty() {
+                    return Ok(removed);
+                }
+                for key in keys {
+                    let slot = read_u64(key.get(8..).unwrap_or_default());
+                    let read = match slot {
+                        Some(s) => self.read_info(txn, s)?,
+                        None => SlotRead::Missing,
+                    };
+                    match read {
+                        SlotRead::Ok(info)
+                            if info.meta.expires_at.map(|e| expiry_key(e, info.insertion))
+                                == key.as_slice().try_into().ok() =>
+                        {
+                            delete_record(dbs, txn, &info, map_size)?;
+                            removed.push(info.id);
+                        }
+                        SlotRead::Corrupt(reason) => {
+                            dbs.expiry.delete(txn, &key).map_err(&err)?;
+                            if let Some(s) = slot {
+                                quarantine_slot(dbs, txn, s, None, reason, map_size)?;
+                            }
+                        }
+                        _ => {
+                            dbs.expiry.delete(txn, &key).map_err(&err)?;
+                        }
+                    }
+                }
+                if removed.len() == limit {
+                    return Ok(removed);
+                }
+            }
+        })
+    }
+
+    fn is_seen(&self, id: &BundleId) -> Result<bool, StoreError> {
+        let rtxn = self.env.read_txn().map_err(self.err())?;
+        match self.slot_of(&rtxn, id)? {
+            None => Ok(false),
+            Some((_, 0)) => Ok(true),
+            Some((_, slot)) => Ok(self
+                .dbs
+                .meta
+                .get(&rtxn, &slot_key(slot))
+                .map_err(self.err())?
+                .is_some()),
+        }
+    }
+
+    fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError> {
+        let err = self.err();
+        self.write(64, |txn, dbs| {
+            let (old, slot) = match self.slot_of(txn, id)? {
+                None => (None, 0),
+                Some((t, slot)) => (Some(t), slot),
+            };
+            let stored = slot != 0 && dbs.meta.get(txn, &slot_key(slot)).map_err(&err)?.is_some();
+            if stored {
+                // The record's seen time only matters once it is removed.
+                if old.is_some_and(|t| time > t) {
+                    dbs.ids
+                        .put(txn, &id.0, &id_value(time, slot))
+                        .map_err(&err)?;
+                }
+                return Ok(());
+            }
+            // A tombstone, an id whose stored copy was quarantined, or a new id.
+            let new_time = match old {
+                Some(t) if slot == 0 && t >= time => return Ok(()),
+                Some(t) => {
+                    dbs.seen.delete(txn, &seen_key(t, id)).map_err(&err)?;
+                    t.max(time)
+                }
+                None => time,
+            };
+            dbs.ids
+                .put(txn, &id.0, &id_value(new_time, 0))
+                .map_err(&err)?;
+            dbs.seen
+                .put(txn, &seen_key(new_time, id), &[])
+                .map_err(&err)?;
+            Ok(())
+        })
+    }
+
+    fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
+        let limit = page_limit(limit)?;
+        let err = self.err();
+        let end = seen_key(t, &BundleId([0; 32]));
+        self.write(0, |txn, dbs| {
+            let mut keys = Vec::new();
+            for entry in dbs
+                .seen
+                .range(txn, &(Bound::Unbounded, Bound::Excluded(&end[..])))
+                .map_err(&err)?
+            {
+                keys.push(entry.map_err(&err)?.0.to_vec());
+                if keys.len() == limit {
+                    break;
+                }
+            }
+            let mut forgotten = 0;
+            for key in &keys {
+                dbs.seen.delete(txn, key).map_err(&err)?;
+                let Some(id) = key.get(8..).and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
+                    continue;
+                };
+                // Only a tombstone with this very time is forgotten; a re-marked or
+                // re-stored id has another entry (or none) here.
+                if let Some((time, 0)) = self.slot_of(txn, &BundleId(id))? {
+                    if read_u64(key) == Some(time) {
+                        dbs.ids.delete(txn, &id).map_err(&err)?;
+                        forgotten += 1;
+                    }
+                }
+            }
+            Ok(forgotten)
+        })
+    }
+
+    fn reserve_sequence(&self, n: u64) -> Result<Range<u64>, StoreError> {
+        if n == 0 {
+            return Err(StoreError::InvalidArgument(
+                "reserve at least one sequence number",
+            ));
+        }
+        let map_size = self.map_size;
+        self.write(0, |txn, dbs| {
+            let start = get_u64(&dbs.state, txn, K_NEXT_SEQ)?.unwrap_or(1);
+            let end = start.checked_add(n).ok_or(StoreError::SequenceExhausted)?;
+            put_u64(&dbs.state, txn, K_NEXT_SEQ, end, map_size)?;
+            Ok(start..end)
+        })
+    }
+
+    fn quarantined(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        let limit = page_limit(limit)?;
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let after_key = after.map(slot_key);
+        let start = match &after_key {
+            Some(k) => Bound::Excluded(&k[..]),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::new();
+        for entry in self
+            .dbs
+            .quarantine
+            .range(&rtxn, &(start, Bound::Unbounded))
+            .map_err(&err)?
+            .take(limit)
+        {
+            let (k, v) = entry.map_err(&err)?;
+            let insertion = read_u64(k).unwrap_or(0);
+            out.push(match decode_quarantine(v) {
+                Ok(q) => QuarantineEntry {
+                    insertion,
+                    id: q.id,
+                    reason: q.reason,
+                    raw_len: (q.meta_raw.len() + q.blob_raw.len()) as u64,
+                },
+                Err(e) => QuarantineEntry {
+                    insertion,
+                    id: None,
+                    reason: format!("(quarantine entry unreadable: {e})"),
+                    raw_len: v.len() as u64,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    fn discard_quarantined(&self, insertion: u64) -> Result<bool, StoreError> {
+        let map_size = self.map_size;
+        let err = self.err();
+        self.write(0, |txn, dbs| {
+            let key = slot_key(insertion);
+            let Some(raw) = dbs.quarantine.get(txn, &key).map_err(&err)? else {
+                return Ok(false);
+            };
+            let (raw_len, id) = match decode_quarantine(raw) {
+                Ok(q) => ((q.meta_raw.len() + q.blob_raw.len()) as u64, q.id),
+                Err(_) => (raw.len() as u64, None),
+            };
+            dbs.quarantine.delete(txn, &key).map_err(&err)?;
+            let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
+            put_u64(
+                &dbs.state,
+                txn,
+                K_Q_BYTES,
+                q_bytes.saturating_sub(raw_len),
+                map_size,
+            )?;
+            // An id still pointing at the discarded copy is forgotten, so a fresh
+            // copy can be stored.
+            if let Some(id) = id {
+                if let Some((_, slot)) = self.slot_of(txn, &id)? {
+                    if slot == insertion {
+                        dbs.ids.delete(txn, &id.0).map_err(&err)?;
+                    }
+                }
+            }
+            Ok(true)
+        })
+    }
+
+    fn ids_after(&self, after: Option<&BundleId>, limit: usize) -> Result<IdPage, StoreError> {
+        let limit = page_limit(limit)?;
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let start: Bound<&[u8]> = match after {
+            Some(a) => Bound::Excluded(&a.0[..]),
+            None => Bound::Unbounded,
+        };
+        let mut page = IdPage::default();
+        let mut scanned = 0;
+        let range = (start, Bound::Unbounded);
+        for entry in self.dbs.ids.range(&rtxn, &range).map_err(&err)? {
+            let (key, value) = entry.map_err(&err)?;
+            let id = BundleId(key.try_into().map_err(|_| {
+                StoreError::Corrupt(format!("id index key of {} bytes", key.len()))
+            })?);
+            let (_, slot) = parse_id_value(value).ok_or_else(|| {
+                StoreError::Corrupt(format!("id entry of {id} has {} bytes", value.len()))
+            })?;
+            scanned += 1;
+            // An id whose stored copy was quarantined still points at its old
+            // insertion number; it is not held any more.
+            if slot != 0
+                && self
+                    .dbs
+                    .meta
+                    .get(&rtxn, &slot_key(slot))
+                    .map_err(&err)?
+                    .is_some()
+            {
+                page.ids.push(id);
+            }
+            if scanned == limit {
+                page.next = Some(id);
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        Ok(StoreStats {
+            count: self.dbs.meta.len(&rtxn).map_err(&err)?,
+            bytes: get_u64(&self.dbs.state, &rtxn, K_BYTES)?.unwrap_or(0),
+            max_count: self.config.max_count,
+            max_bytes: self.config.max_bytes,
+            quarantined: self.dbs.quarantine.len(&rtxn).map_err(&err)?,
+            quarantined_bytes: get_u64(&self.dbs.state, &rtxn, K_Q_BYTES)?.unwrap_or(0),
+            seen: self.dbs.ids.len(&rtxn).map_err(&err)?,
+        })
+    }
+}
+
+/// `remove` of a record whose metadata is unreadable: it is quarantined (so the
+/// corruption is reported) and its id becomes a seen-set tombstone.
+fn removed_corrupt(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    id: &BundleId,
+    t: u64,
+    slot: u64,
+    reason: String,
+    map_size: usize,
+) -> Result<bool, StoreError> {
+    let err = lmdb_err(map_size);
+    quarantine_slot(dbs, txn, slot, Some(*id), reason, map_size)?;
+    dbs.ids.put(txn, &id.0, &id_value(t, 0)).map_err(&err)?;
+    dbs.seen.put(txn, &seen_key(t, id), &[]).map_err(&err)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Corruption and quarantine: garbage is written into the tables through heed,
+    //! under the store's own environment.
+
+    use super::*;
+    use crate::types::{BundleMeta, CustodyState};
+    use ferry_core::{NodeHash, Priority};
+
+    fn cfg() -> StoreConfig {
+        StoreConfig {
+            max_bytes: 1 << 20,
+            max_count: 1000,
+            map_size: None,
+        }
+    }
+
+    fn id(n: u8) -> BundleId {
+        BundleId([n; 32])
+    }
+
+    fn rec(n: u8, dest: Destination, expires_at: Option<u64>) -> NewRecord {
+        NewRecord {
+            id: id(n),
+            bytes: vec![n; 100 + usize::from(n)],
+            meta: BundleMeta {
+                priority: Priority::Normal,
+                destination: dest,
+                source: NodeHash([9; 8]),
+                expires_at,
+                received_at: 1,
+                routing: RoutingMeta {
+                    holders: vec![],
+                    copies_left: 2,
+                    custody: CustodyState::Held,
+                },
+            },
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, LmdbStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path().join("s"), cfg()).unwrap();
+        (dir, s)
+    }
+
+    /// Overwrites a table value through heed, as a disk fault would.
+    fn clobber(s: &LmdbStore, db: Db, key: &[u8], value: &[u8]) {
+        let mut wtxn = s.env.write_txn().unwrap();
+        db.put(&mut wtxn, key, value).unwrap();
+        wtxn.commit().unwrap();
+    }
+
+    fn slot(s: &LmdbStore, n: u8) -> u64 {
+        s.get_info(&id(n)).unwrap().unwrap().insertion
+    }
+
+    const NODE_A: Destination = Destination::Node(NodeHash([1; 8]));
+
+    #[test]
+    fn garbage_metadata_is_quarantined_on_get() {
+        let (_d, s) = open();
+        s.insert_batch(&[
+            rec(1, NODE_A, Some(10)),
+            rec(2, NODE_A, Some(10)),
+            rec(3, NODE_A, None),
+        ])
+        .unwrap();
+        let k = slot_key(slot(&s, 2));
+        clobber(&s, s.dbs.meta, &k, b"\x01garbage that is not a record");
+        let before = s.stats().unwrap();
+
+        let err = s.get(&id(2)).unwrap_err();
+        match &err {
+            StoreError::Quarantined { id: i, reason } => {
+                assert_eq!(*i, id(2));
+                assert!(reason.contains("checksum"), "{reason}");
+            }
+            other => panic!("expected Quarantined, got {other:?}"),
+        }
+        // Reported again, consistently, and listed.
+        assert!(matches!(s.get(&id(2)), Err(StoreError::Quarantined { .. })));
+        assert!(matches!(
+            s.get_info(&id(2)),
+            Err(StoreError::Quarantined { .. })
+        ));
+        assert!(!s.contains(&id(2)).unwrap());
+        let q = s.quarantined(None, 10).unwrap();
+        assert_eq!(q.len(), 1);
+        assert_eq!(q[0].id, Some(id(2)));
+        assert_eq!(q[0].insertion, 2);
+        let raw = s.quarantined_raw(2).unwrap().unwrap();
+        assert_eq!(raw.meta, b"\x01garbage that is not a record");
+        assert_eq!(decode_blob(&raw.blob).unwrap(), &[2u8; 102][..]);
+        // Counted out of the store, into quarantine; exactly (the blob was intact).
+        let after = s.stats().unwrap();
+        assert_eq!(after.count, before.count - 1);
+        assert_eq!(after.bytes, before.bytes - 102);
+        assert_eq!(after.quarantined, 1);
+        assert_eq!(after.quarantined_bytes, q[0].raw_len);
+        // The others still work, and the indexes no longer list it.
+        assert_eq!(s.get(&id(1)).unwrap().unwrap().bytes, vec![1; 101]);
+        assert_eq!(s.get(&id(3)).unwrap().unwrap().bytes, vec![3; 103]);
+        let ids = |p: Page<PriorityCursor>| p.items.iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(s.by_priority(None, 10).unwrap()), vec![id(1), id(3)]);
+        let by_dest = s.by_destination(&NODE_A, None, 10).unwrap();
+        assert_eq!(by_dest.items.len(), 2);
+        assert!(by_dest.quarantined.is_empty());
+        assert_eq!(s.purge_expired(10, 10).unwrap(), vec![id(1)]);
+        // A fresh copy is accepted; discarding the entry frees its space.
+        assert_eq!(
+            s.insert(&rec(2, NODE_A, None)).unwrap(),
+            InsertOutcome::Inserted
+        );
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, vec![2; 102]);
+        assert!(s.discard_quarantined(2).unwrap());
+        assert!(!s.discard_quarantined(2).unwrap());
+        let st = s.stats().unwrap();
+        assert_eq!((st.quarantined, st.quarantined_bytes), (0, 0));
+        assert!(s.get(&id(2)).unwrap().is_some());
+    }
+
+    #[test]
+    fn garbage_metadata_met_by_listings_is_skipped_and_reported() {
+        let (_d, s) = open();
+        for n in 1..=6 {
+            s.insert(&rec(n, NODE_A, Some(u64::from(n)))).unwrap();
+        }
+        // Two unreadable metadata records: random bytes, and a valid record of
+        // another insertion number copied over (right CRC, wrong place).
+        clobber(&s, s.dbs.meta, &slot_key(2), &[0xff; 40]);
+        let other = s
+            .dbs
+            .meta
+            .get(&s.env.read_txn().unwrap(), &slot_key(5))
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        clobber(&s, s.dbs.meta, &slot_key(4), &other);
+
+        let p1 = s.by_priority(None, 3).unwrap();
+        assert_eq!(
+            p1.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+            vec![id(1), id(3)]
+        );
+        assert_eq!(p1.quarantined.len(), 1);
+        assert_eq!(p1.quarantined[0].insertion, 2);
+        assert_eq!(p1.quarantined[0].id, None);
+        assert!(
+            p1.quarantined[0].reason.contains("version"),
+            "{}",
+            p1.quarantined[0].reason
+        );
+        let p2 = s.by_priority(p1.next, 3).unwrap();
+        assert_eq!(
+            p2.items.iter().map(|i| i.id).collect::<Vec<_>>(),
+            vec![id(5), id(6)]
+        );
+        assert_eq!(p2.quarantined.len(), 1);
+        assert!(
+            p2.quarantined[0].reason.contains("insertion"),
+            "{}",
+            p2.quarantined[0].reason
+        );
+        // The second page ended on the last entry; the third finds nothing more.
+        let p3 = s.by_priority(p2.next, 3).unwrap();
+        assert!(p3.items.is_empty() && p3.next.is_none());
+        // Gone from every listing: their destination and expiry entries dangle and
+        // are dropped when met.
+        let d = s.by_destination(&NODE_A, None, 100).unwrap();
+        assert_eq!(d.items.len(), 4);
+        assert!(d.quarantined.is_empty());
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(s.dbs.dest.len(&rtxn).unwrap(), 4);
+        drop(rtxn);
+        assert_eq!(
+            s.purge_expired(100, 100).unwrap(),
+            vec![id(1), id(3), id(5), id(6)]
+        );
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(s.dbs.expiry.len(&rtxn).unwrap(), 0);
+        drop(rtxn);
+        // Nothing is held any more: neither purged nor quarantined ids are listed.
+        assert!(s.ids_after(None, 100).unwrap().ids.is_empty());
+        // The ids still resolve to their quarantine entries.
+        assert!(matches!(s.get(&id(2)), Err(StoreError::Quarantined { .. })));
+        assert!(matches!(
+            s.update_routing(&id(4), &mut |_| {}),
+            Err(StoreError::Quarantined { .. })
+        ));
+        let st = s.stats().unwrap();
+        assert_eq!((st.count, st.bytes, st.quarantined), (0, 0, 2));
+        assert_eq!(s.quarantined(Some(2), 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn garbage_bundle_bytes_are_quarantined_on_get() {
+        let (_d, s) = open();
+        s.insert_batch(&[rec(1, NODE_A, None), rec(2, NODE_A, None)])
+            .unwrap();
+        let k = slot_key(slot(&s, 1));
+        // Flip one payload byte, keeping the frame.
+        let mut blob = s
+            .dbs
+            .blob
+            .get(&s.env.read_txn().unwrap(), &k)
+            .unwrap()
+            .unwrap()
+            .to_vec();
+        blob[50] ^= 0x10;
+        clobber(&s, s.dbs.blob, &k, &blob);
+        // Listings read metadata only; the record is still listed until read.
+        assert_eq!(s.by_priority(None, 10).unwrap().items.len(), 2);
+        match s.get(&id(1)) {
+            Err(StoreError::Quarantined { reason, .. }) => {
+                assert!(reason.contains("bundle bytes"), "{reason}")
+            }
+            other => panic!("expected Quarantined, got {other:?}"),
+        }
+        assert_eq!(s.by_priority(None, 10).unwrap().items.len(), 1);
+        assert_eq!(s.stats().unwrap().bytes, 102);
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, vec![2; 102]);
+        // A truncated blob and a missing one are reported the same way.
+        let k2 = slot_key(slot(&s, 2));
+        clobber(&s, s.dbs.blob, &k2, &[1, 2]);
+        assert!(matches!(s.get(&id(2)), Err(StoreError::Quarantined { .. })));
+        s.insert(&rec(3, NODE_A, None)).unwrap();
+        let k3 = slot_key(slot(&s, 3));
+        let mut wtxn = s.env.write_txn().unwrap();
+        s.dbs.blob.delete(&mut wtxn, &k3).unwrap();
+        wtxn.commit().unwrap();
+        match s.get(&id(3)) {
+            Err(StoreError::Quarantined { reason, .. }) => assert!(reason.contains("missing")),
+            other => panic!("expected Quarantined, got {other:?}"),
+        }
+        let st = s.stats().unwrap();
+        assert_eq!((st.count, st.bytes, st.quarantined), (0, 0, 3));
+    }
+
+    #[test]
+    fn removing_or_updating_a_corrupt_record_quarantines_it() {
+        let (_d, s) = open();
+        s.insert_batch(&[rec(1, NODE_A, None), rec(2, NODE_A, None)])
+            .unwrap();
+        clobber(&s, s.dbs.meta, &slot_key(1), b"");
+        clobber(&s, s.dbs.meta, &slot_key(2), &[1, 2, 3, 4, 5, 6, 7]);
+        assert!(s.remove(&id(1)).unwrap());
+        assert_eq!(
+            s.insert(&rec(1, NODE_A, None)).unwrap(),
+            InsertOutcome::Duplicate {
+                still_stored: false
+            }
+        );
+        assert!(matches!(
+            s.update_routing(&id(2), &mut |r| r.copies_left = 0),
+            Err(StoreError::Quarantined { .. })
+        ));
+        let q = s.quarantined(None, 10).unwrap();
+        assert_eq!(
+            q.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![Some(id(1)), Some(id(2))]
+        );
+        // Both were counted out exactly (their blobs were intact).
+        assert_eq!(s.stats().unwrap().bytes, 0);
+        assert_eq!(s.stats().unwrap().count, 0);
+    }
+
+    #[test]
+    fn quarantined_records_still_count_against_quotas() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(
+            dir.path(),
+            StoreConfig {
+                max_bytes: 1000,
+                max_count: 3,
+                map_size: None,
+            },
+        )
+        .unwrap();
+        s.insert_batch(&[rec(1, NODE_A, None), rec(2, NODE_A, None)])
+            .unwrap();
+        clobber(&s, s.dbs.meta, &slot_key(1), b"junk");
+        assert!(s.get(&id(1)).is_err());
+        s.insert(&rec(3, NODE_A, None)).unwrap();
+        assert!(matches!(
+            s.insert(&rec(4, NODE_A, None)),
+            Err(StoreError::StoreFull {
+                kind: QuotaKind::Count,
+                used: 3,
+                ..
+            })
+        ));
+        assert!(s.discard_quarantined(1).unwrap());
+        assert_eq!(
+            s.insert(&rec(4, NODE_A, None)).unwrap(),
+            InsertOutcome::Inserted
+        );
+    }
+
+    #[test]
+    fn malformed_bookkeeping_is_an_error_not_a_panic() {
+        let (_d, s) = open();
+        s.insert(&rec(1, NODE_A, None)).unwrap();
+        s.insert(&rec(2, NODE_A, None)).unwrap();
+        clobber(&s, s.dbs.ids, &id(1).0, &[1, 2, 3]);
+        assert!(matches!(s.get(&id(1)), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            s.insert(&rec(1, NODE_A, None)),
+            Err(StoreError::Corrupt(_))
+        ));
+        // Other records are unaffected.
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, vec![2; 102]);
+        assert_eq!(
+            s.insert(&rec(5, Destination::Group, None)).unwrap(),
+            InsertOutcome::Inserted
+        );
+        // Index entries that are not even well-formed are dropped.
+        clobber(&s, s.dbs.prio, &[7], &[]);
+        let p = s.by_priority(None, 10).unwrap();
+        assert_eq!(p.items.len(), 3);
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(s.dbs.prio.len(&rtxn).unwrap(), 3);
+        drop(rtxn);
+        // A malformed counter fails the operations that need it, and only them.
+        clobber(&s, s.dbs.state, K_BYTES, &[1]);
+        assert!(matches!(s.stats(), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            s.insert(&rec(6, NODE_A, None)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, vec![2; 102]);
+        assert_eq!(s.reserve_sequence(2).unwrap(), 1..3);
+    }
+
+    #[test]
+    fn a_counter_behind_the_records_fails_instead_of_overwriting() {
+        let (_d, s) = open();
+        s.insert_batch(&[rec(1, NODE_A, None), rec(2, NODE_A, None)])
+            .unwrap();
+        clobber(&s, s.dbs.state, K_NEXT_SLOT, &2u64.to_be_bytes());
+        assert!(matches!(
+            s.insert(&rec(3, NODE_A, None)),
+            Err(StoreError::Corrupt(_))
+        ));
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, vec![2; 102]);
+        assert!(!s.contains(&id(3)).unwrap());
+    }
+
+    #[test]
+    fn large_and_small_bundles_mix() {
+        let (_d, s) = open();
+        let mut big = rec(1, NODE_A, None);
+        big.bytes = (0..APPEND_COPY_MAX + 1000).map(|i| i as u8).collect();
+        s.insert_batch(&[rec(2, NODE_A, None), big.clone(), rec(3, NODE_A, None)])
+            .unwrap();
+        s.insert(&rec(4, NODE_A, None)).unwrap();
+        assert_eq!(s.get(&id(1)).unwrap().unwrap().bytes, big.bytes);
+        for n in 2..=4 {
+            assert_eq!(
+                s.get(&id(n)).unwrap().unwrap().bytes,
+                vec![n; 100 + usize::from(n)]
+            );
+        }
+        assert_eq!(
+            s.stats().unwrap().bytes,
+            big.bytes.len() as u64 + 102 + 103 + 104
+        );
+    }
+
+    #[test]
+    fn newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+            clobber(&s, s.dbs.state, K_FORMAT, &2u64.to_be_bytes());
+        }
+        assert!(matches!(
+            LmdbStore::open(dir.path(), cfg()),
+            Err(StoreError::UnsupportedFormat {
+                found: 2,
+                supported: 1
+            })
+        ));
+    }
+
+    #[test]
+    fn preallocation_grows_the_file_ahead_and_can_be_turned_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+        s.set_preallocation(true);
+        s.insert(&rec(1, NODE_A, None)).unwrap();
+        let len = fs::metadata(dir.path().join("data.mdb")).unwrap().len();
+        assert!(len >= 1 << 20, "file is {len} bytes");
+        let used = (s.env.info().last_page_number as u64 + 1) * u64::from(s.env.stat().page_size);
+        assert!(used < len);
+        s.set_preallocation(false);
+        for n in 2..50 {
+            s.insert(&rec(n, NODE_A, None)).unwrap();
+        }
+        s.set_preallocation(true);
+        for n in 50..120 {
+            s.insert(&rec(n, NODE_A, None)).unwrap();
+        }
+        // LMDB ignores the zeros past its last page, on reopen too.
+        drop(s);
+        let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+        for n in 1..120 {
+            assert_eq!(
+                s.get(&id(n)).unwrap().unwrap().bytes,
+                vec![n; 100 + usize::from(n)]
+            );
+        }
+        assert_eq!(s.stats().unwrap().count, 119);
+    }
+}

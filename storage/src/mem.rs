@@ -1,0 +1,416 @@
+//! [`MemStore`]: the in-memory store for the simulator and tests.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ferry_core::{BundleId, Destination};
+
+use crate::error::{QuotaKind, StoreError};
+use crate::record::{dest_prefix, inv_priority};
+use crate::store::{CustodyStore, IdPage};
+use crate::types::{
+    page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
+    PriorityCursor, QuarantineEntry, Record, RecordInfo, RoutingMeta, StoreConfig, StoreStats,
+};
+
+#[derive(Debug)]
+struct Inner {
+    /// id → (seen time, insertion number or 0 when not stored); ordered for
+    /// [`CustodyStore::ids_after`].
+    ids: BTreeMap<BundleId, (u64, u64)>,
+    records: BTreeMap<u64, (RecordInfo, Vec<u8>)>,
+    prio: BTreeSet<(u8, u64)>,
+    dest: BTreeSet<([u8; 9], u64)>,
+    expiry: BTreeSet<(u64, u64)>,
+    /// Seen-set entries of records no longer stored, by time.
+    seen_exp: BTreeSet<(u64, BundleId)>,
+    next_slot: u64,
+    next_seq: u64,
+    bytes: u64,
+}
+
+/// An in-memory [`CustodyStore`] with the same behaviour as [`LmdbStore`], minus
+/// durability: everything, the seen-set and the sequence counter included, is lost
+/// when it is dropped. Records are held decoded, so nothing is ever quarantined.
+///
+/// Meant for the simulator and tests; it holds everything in RAM.
+///
+/// [`LmdbStore`]: crate::LmdbStore
+#[derive(Debug)]
+pub struct MemStore {
+    config: StoreConfig,
+    inner: Mutex<Inner>,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new(StoreConfig::default())
+    }
+}
+
+impl MemStore {
+    /// An empty store with these quotas (`map_size` is ignored).
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner {
+                ids: BTreeMap::new(),
+                records: BTreeMap::new(),
+                prio: BTreeSet::new(),
+                dest: BTreeSet::new(),
+                expiry: BTreeSet::new(),
+                seen_exp: BTreeSet::new(),
+                next_slot: 1,
+                next_seq: 1,
+                bytes: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every mutation below checks before it changes anything, so a panic in a
+        // caller's `update_routing` closure cannot leave the maps half-updated.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn stored_slot(&self, id: &BundleId) -> Option<u64> {
+        match self.ids.get(id) {
+            Some(&(_, slot)) if slot != 0 && self.records.contains_key(&slot) => Some(slot),
+            _ => None,
+        }
+    }
+
+    fn remove_slot(&mut self, slot: u64) -> Option<RecordInfo> {
+        let (info, _) = self.records.remove(&slot)?;
+        let m = &info.meta;
+        self.prio.remove(&(inv_priority(m.priority), slot));
+        self.dest.remove(&(dest_prefix(&m.destination), slot));
+        if let Some(e) = m.expires_at {
+            self.expiry.remove(&(e, slot));
+        }
+        self.bytes = self.bytes.saturating_sub(info.size);
+        let t = match self.ids.get(&info.id) {
+            Some(&(t, _)) => t,
+            None => seen_time(m),
+        };
+        self.ids.insert(info.id, (t, 0));
+        self.seen_exp.insert((t, info.id));
+        Some(info)
+    }
+}
+
+impl CustodyStore for MemStore {
+    fn insert_batch(&self, records: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
+        let mut g = self.lock();
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut in_batch = HashSet::new();
+        let (mut new_count, mut new_bytes) = (0u64, 0u64);
+        for r in records {
+            validate_routing(&r.id, &r.meta.routing)?;
+            let outcome = if in_batch.contains(&r.id) || g.stored_slot(&r.id).is_some() {
+                InsertOutcome::Duplicate { still_stored: true }
+            } else if g.ids.contains_key(&r.id) {
+                InsertOutcome::Duplicate {
+                    still_stored: false,
+                }
+            } else {
+                in_batch.insert(r.id);
+                new_count += 1;
+                new_bytes = new_bytes.saturating_add(r.bytes.len() as u64);
+                InsertOutcome::Inserted
+            };
+            outcomes.push(outcome);
+        }
+        let count = g.records.len() as u64;
+        check_quota(QuotaKind::Count, self.config.max_count, count, new_count)?;
+        check_quota(QuotaKind::Bytes, self.config.max_bytes, g.bytes, new_bytes)?;
+        for (r, o) in records.iter().zip(&outcomes) {
+            if *o != InsertOutcome::Inserted {
+                continue;
+            }
+            let slot = g.next_slot;
+            g.next_slot += 1;
+            let info = RecordInfo {
+                id: r.id,
+                insertion: slot,
+                size: r.bytes.len() as u64,
+                meta: r.meta.clone(),
+            };
+            g.prio.insert((inv_priority(info.meta.priority), slot));
+            g.dest.insert((dest_prefix(&info.meta.destination), slot));
+            if let Some(e) = info.meta.expires_at {
+                g.expiry.insert((e, slot));
+            }
+            g.ids.insert(r.id, (seen_time(&info.meta), slot));
+            g.bytes += info.size;
+            g.records.insert(slot, (info, r.bytes.clone()));
+        }
+        Ok(outcomes)
+    }
+
+    fn get(&self, id: &BundleId) -> Result<Option<Record>, StoreError> {
+        let g = self.lock();
+        Ok(g.stored_slot(id).and_then(|s| {
+            g.records.get(&s).map(|(info, bytes)| Record {
+                info: info.clone(),
+                bytes: bytes.clone(),
+            })
+        }))
+    }
+
+    fn get_info(&self, id: &BundleId) -> Result<Option<RecordInfo>, StoreError> {
+        let g = self.lock();
+        Ok(g.stored_slot(id)
+            .and_then(|s| g.records.get(&s).map(|(info, _)| info.clone())))
+    }
+
+    fn contains(&self, id: &BundleId) -> Result<bool, StoreError> {
+        Ok(self.lock().stored_slot(id).is_some())
+    }
+
+    fn remove(&self, id: &BundleId) -> Result<bool, StoreError> {
+        let mut g = self.lock();
+        Ok(match g.stored_slot(id) {
+            Some(slot) => g.remove_slot(slot).is_some(),
+            None => false,
+        })
+    }
+
+    fn update_routing(
+        &self,
+        id: &BundleId,
+        update: &mut dyn FnMut(&mut RoutingMeta),
+    ) -> Result<RoutingMeta, StoreError> {
+        let mut g = self.lock();
+        let slot = g.stored_slot(id).ok_or(StoreError::NotFound { id: *id })?;
+        let mut routing = match g.records.get(&slot) {
+            Some((info, _)) => info.meta.routing.clone(),
+            None => return Err(StoreError::NotFound { id: *id }),
+        };
+        update(&mut routing);
+        validate_routing(id, &routing)?;
+        if let Some((info, _)) = g.records.get_mut(&slot) {
+            info.meta.routing = routing.clone();
+        }
+        Ok(routing)
+    }
+
+    fn by_priority(
+        &self,
+        after: Option<PriorityCursor>,
+        limit: usize,
+    ) -> Result<Page<PriorityCursor>, StoreError> {
+        let limit = page_limit(limit)?;
+        let g = self.lock();
+        let start = match after {
+            Some(c) => std::ops::Bound::Excluded((c.inv_priority, c.insertion)),
+            None => std::ops::Bound::Unbounded,
+        };
+        let keys: Vec<(u8, u64)> = g
+            .prio
+            .range((start, std::ops::Bound::Unbounded))
+            .take(limit)
+            .copied()
+            .collect();
+        let next = if keys.len() == limit {
+            keys.last()
+                .map(|&(inv_priority, insertion)| PriorityCursor {
+                    inv_priority,
+                    insertion,
+                })
+        } else {
+            None
+        };
+        let items = keys
+            .iter()
+            .filter_map(|(_, s)| g.records.get(s).map(|(i, _)| i.clone()))
+            .collect();
+        Ok(Page {
+            items,
+            next,
+            quarantined: Vec::new(),
+        })
+    }
+
+    fn by_destination(
+        &self,
+        destination: &Destination,
+        after: Option<DestinationCursor>,
+        limit: usize,
+    ) -> Result<Page<DestinationCursor>, StoreError> {
+        let limit = page_limit(limit)?;
+        let prefix = dest_prefix(destination);
+        let from = match after {
+            Some(c) if c.destination != *destination => {
+                return Err(StoreError::InvalidArgument(
+                    "cursor belongs to another destination",
+                ))
+            }
+            Some(c) => c.insertion.checked_add(1),
+            None => Some(0),
+        };
+        let g = self.lock();
+        let slots: Vec<u64> = match from {
+            Some(from) => g
+                .dest
+                .range((prefix, from)..=(prefix, u64::MAX))
+                .take(limit)
+                .map(|&(_, s)| s)
+                .collect(),
+            None => Vec::new(),
+        };
+        let next = if slots.len() == limit {
+            slots.last().map(|&insertion| DestinationCursor {
+                destination: *destination,
+                insertion,
+            })
+        } else {
+            None
+        };
+        let items = slots
+            .iter()
+            .filter_map(|s| g.records.get(s).map(|(i, _)| i.clone()))
+            .collect();
+        Ok(Page {
+            items,
+            next,
+            quarantined: Vec::new(),
+        })
+    }
+
+    fn purge_expired(&self, now: u64, limit: usize) -> Result<Vec<BundleId>, StoreError> {
+        let limit = page_limit(limit)?;
+        let mut g = self.lock();
+        let slots: Vec<u64> = g
+            .expiry
+            .range(..=(now, u64::MAX))
+            .take(limit)
+            .map(|&(_, s)| s)
+            .collect();
+        Ok(slots
+            .into_iter()
+            .filter_map(|s| g.remove_slot(s).map(|i| i.id))
+            .collect())
+    }
+
+    fn is_seen(&self, id: &BundleId) -> Result<bool, StoreError> {
+        Ok(self.lock().ids.contains_key(id))
+    }
+
+    fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError> {
+        let mut g = self.lock();
+        match g.ids.get(id).copied() {
+            Some((t, slot)) if time > t => {
+                g.ids.insert(*id, (time, slot));
+                if slot == 0 {
+                    g.seen_exp.remove(&(t, *id));
+                    g.seen_exp.insert((time, *id));
+                }
+            }
+            Some(_) => {}
+            None => {
+                g.ids.insert(*id, (time, 0));
+                g.seen_exp.insert((time, *id));
+            }
+        }
+        Ok(())
+    }
+
+    fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
+        let limit = page_limit(limit)?;
+        let mut g = self.lock();
+        let victims: Vec<(u64, BundleId)> = g
+            .seen_exp
+            .range(..(t, BundleId([0; 32])))
+            .take(limit)
+            .copied()
+            .collect();
+        for v in &victims {
+            g.seen_exp.remove(v);
+            g.ids.remove(&v.1);
+        }
+        Ok(victims.len() as u64)
+    }
+
+    fn reserve_sequence(&self, n: u64) -> Result<Range<u64>, StoreError> {
+        if n == 0 {
+            return Err(StoreError::InvalidArgument(
+                "reserve at least one sequence number",
+            ));
+        }
+        let mut g = self.lock();
+        let start = g.next_seq;
+        let end = start.checked_add(n).ok_or(StoreError::SequenceExhausted)?;
+        g.next_seq = end;
+        Ok(start..end)
+    }
+
+    fn quarantined(
+        &self,
+        _after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>, StoreError> {
+        page_limit(limit)?;
+        Ok(Vec::new())
+    }
+
+    fn discard_quarantined(&self, _insertion: u64) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    fn ids_after(&self, after: Option<&BundleId>, limit: usize) -> Result<IdPage, StoreError> {
+        let limit = page_limit(limit)?;
+        let g = self.lock();
+        let start = match after {
+            Some(a) => std::ops::Bound::Excluded(*a),
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut page = IdPage::default();
+        let mut scanned = 0;
+        for (id, &(_, slot)) in g.ids.range((start, std::ops::Bound::Unbounded)) {
+            scanned += 1;
+            if slot != 0 {
+                page.ids.push(*id);
+            }
+            if scanned == limit {
+                page.next = Some(*id);
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let g = self.lock();
+        Ok(StoreStats {
+            count: g.records.len() as u64,
+            bytes: g.bytes,
+            max_count: self.config.max_count,
+            max_bytes: self.config.max_bytes,
+            quarantined: 0,
+            quarantined_bytes: 0,
+            seen: g.ids.len() as u64,
+        })
+    }
+}
+
+/// Refuses `requested` more when `used + requested` would pass `limit`.
+pub(crate) fn check_quota(
+    kind: QuotaKind,
+    limit: u64,
+    used: u64,
+    requested: u64,
+) -> Result<(), StoreError> {
+    if requested > 0 && used.saturating_add(requested) > limit {
+        return Err(StoreError::StoreFull {
+            kind,
+            limit,
+            used,
+            requested,
+        });
+    }
+    Ok(())
+}
