@@ -201,6 +201,40 @@ impl Default for StoreSection {
     }
 }
 
+/// Default UDP address LAN discovery listens on.
+pub const DEFAULT_DISCOVERY_LISTEN: &str = "0.0.0.0:4558";
+/// Default beacon destination (IPv4 broadcast).
+pub const DEFAULT_DISCOVERY_TARGET: &str = "255.255.255.255:4558";
+
+/// `[discovery]`: LAN discovery by signed, realm-scoped UDP beacons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    /// Send and listen for beacons.
+    pub enabled: bool,
+    /// UDP address beacons are received on.
+    pub listen: SocketAddr,
+    /// Where beacons are sent.
+    pub targets: Vec<SocketAddr>,
+    /// Seconds between beacons.
+    pub interval_secs: u32,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: DEFAULT_DISCOVERY_LISTEN
+                .parse()
+                .unwrap_or_else(|_| unreachable_addr()),
+            targets: vec![DEFAULT_DISCOVERY_TARGET
+                .parse()
+                .unwrap_or_else(|_| unreachable_addr())],
+            interval_secs: 5,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -213,6 +247,11 @@ pub struct Config {
     pub routing: RoutingSection,
     /// `[store]`
     pub store: StoreSection,
+    /// `[discovery]`
+    pub discovery: DiscoverySection,
+    /// `[routes]`: static routes for the `static` policy, destination node id →
+    /// next-hop node id.
+    pub routes: std::collections::BTreeMap<String, String>,
 }
 
 impl Config {
@@ -222,7 +261,14 @@ impl Config {
             return Err(ConfigError::TooLarge);
         }
         let cfg: Config = toml::from_str(text).map_err(|e| {
-            ConfigError::Syntax(e.message().to_owned() + &span_note(text, e.span()))
+            // One line: toml's messages may span several.
+            let msg: Vec<&str> = e
+                .message()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            ConfigError::Syntax(msg.join("; ") + &span_note(text, e.span()))
         })?;
         cfg.validate()?;
         Ok(cfg)
@@ -255,12 +301,34 @@ impl Config {
                 self.node.log_level
             )));
         }
+        if self.discovery.interval_secs == 0 {
+            return Err(ConfigError::Value(
+                "discovery.interval_secs must be at least 1".into(),
+            ));
+        }
+        self.static_routes()?;
         if self.store.max_bundle_bytes < 1024 {
             return Err(ConfigError::Value(
                 "store.max_bundle_bytes must be at least 1024".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Parsed static routes (destination → next hop).
+    pub fn static_routes(&self) -> Result<std::collections::BTreeMap<NodeId, NodeId>, ConfigError> {
+        self.routes
+            .iter()
+            .map(|(d, h)| {
+                let bad = |what: &str, v: &str| {
+                    ConfigError::Value(format!("routes: {what} `{v}` is not a node id"))
+                };
+                Ok((
+                    d.parse().map_err(|_| bad("destination", d))?,
+                    h.parse().map_err(|_| bad("next hop", h))?,
+                ))
+            })
+            .collect()
     }
 
     /// Parsed static peers.
@@ -310,6 +378,19 @@ hop_limit = {hop}
 # Lifetime of bundles this node creates when none is given (default "1d").
 default_lifetime = {lifetime}
 
+[discovery]
+# Find peers of this node's realms on the LAN by signed UDP beacons (default true).
+enabled = {disc_enabled}
+# Where beacons are received (default "{DEFAULT_DISCOVERY_LISTEN}") and sent
+# (default ["{DEFAULT_DISCOVERY_TARGET}"]).
+listen = {disc_listen}
+targets = {disc_targets}
+# Seconds between beacons (default 5).
+interval_secs = {disc_interval}
+
+# Static routes for the "static" policy: "DESTINATION_NODE_ID" = "NEXT_HOP_NODE_ID".
+[routes]
+{routes}
 [store]
 # Custody store quotas: when full, new bundles are refused with "store full";
 # nothing already accepted is dropped to make room.
@@ -331,6 +412,22 @@ max_bundle_bytes = {max_bundle_bytes}
             max_bytes = self.store.max_bytes,
             max_bundles = self.store.max_bundles,
             max_bundle_bytes = self.store.max_bundle_bytes,
+            disc_enabled = self.discovery.enabled,
+            disc_listen = q(&self.discovery.listen.to_string()),
+            disc_targets = list(
+                &self
+                    .discovery
+                    .targets
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+            disc_interval = self.discovery.interval_secs,
+            routes = self
+                .routes
+                .iter()
+                .map(|(d, h)| format!("{} = {}\n", q(d), q(h)))
+                .collect::<String>(),
         )
     }
 }
@@ -364,8 +461,21 @@ mod tests {
             ..Config::default()
         };
         c.routing.policy = Policy::Prophet;
+        c.discovery.enabled = false;
+        c.discovery.targets = vec!["127.0.0.1:5000".parse().unwrap()];
+        let a = ferry_core::Identity::from_seed([2; 32])
+            .node_id()
+            .to_string();
+        let b = ferry_core::Identity::from_seed([3; 32])
+            .node_id()
+            .to_string();
+        c.routes.insert(a.clone(), b.clone());
         let text = c.to_commented_toml();
-        assert_eq!(Config::parse(&text).unwrap(), c);
+        let parsed = Config::parse(&text).unwrap();
+        assert_eq!(parsed, c);
+        assert_eq!(parsed.static_routes().unwrap().len(), 1);
+        let e = Config::parse("[routes]\nx = \"y\"\n").unwrap_err();
+        assert!(e.to_string().contains("routes"), "{e}");
     }
 
     #[test]

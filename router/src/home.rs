@@ -262,6 +262,12 @@ impl Home {
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
+
+    /// Takes the home apart: directory, configuration and keys (for a daemon that
+    /// shares the keyring between threads).
+    pub fn into_parts(self) -> (PathBuf, Config, Keyring) {
+        (self.dir, self.config, self.keyring)
+    }
 }
 
 /// Store settings from the configuration.

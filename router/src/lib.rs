@@ -14,5 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod engine;
 pub mod home;
 pub mod inspect;

@@ -1,5 +1,9 @@
-//! `ferry`: the Ferry node's command line.
+//! `ferry`: the Ferry node's command line and daemon.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod api;
+mod client;
+mod daemon;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -10,13 +14,13 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ferry_core::rand_core::OsRng;
-use ferry_core::{
-    Bundle, DtnTime, Limits, NodeId, PayloadKind, Priority, Realm, Recipient, SealParams,
-};
+use ferry_core::{Bundle, Limits, NodeId, PayloadKind, Priority, Realm, Recipient, SealParams};
 use ferry_router::config::{Config, PeerAddr, Policy};
 use ferry_router::home::{self, Home, InitOptions};
 use ferry_router::inspect::inspect;
 use ferry_storage::CustodyStore;
+
+use daemon::now_dtn;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +73,84 @@ enum Cmd {
     /// Work with bundle files.
     #[command(subcommand)]
     Bundle(BundleCmd),
+    /// Run the node: links, routing, custody store and the local app API
+    /// (a first run creates the node).
+    Run {
+        #[command(flatten)]
+        home: HomeArg,
+    },
+    /// Send a payload through the running node; prints the bundle id.
+    Send(SendArgs),
+    /// Receive payloads from the running node and acknowledge them.
+    Recv {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Service endpoint (default: the default endpoint).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Seconds to wait for the first payload.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Write each payload to DIR/<bundle id> instead of stdout.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Take at most this many payloads.
+        #[arg(long)]
+        max: Option<usize>,
+    },
+    /// Show the running node's status.
+    Status {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running node's links and configured peers.
+    Peers {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the bundles in the running node's store.
+    Bundles {
+        #[command(flatten)]
+        home: HomeArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// Most bundles to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct SendArgs {
+    #[command(flatten)]
+    home: HomeArg,
+    /// Destination node id.
+    #[arg(long, value_name = "NODE_ID", required_unless_present = "group")]
+    to: Option<String>,
+    /// Send to every node of the realm.
+    #[arg(long, conflicts_with = "to")]
+    group: bool,
+    /// Service endpoint on the destination.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Lifetime, e.g. 90s, 30m, 2h, 7d.
+    #[arg(long)]
+    lifetime: Option<String>,
+    /// bulk, normal or expedited.
+    #[arg(long)]
+    priority: Option<String>,
+    /// Use a fresh ephemeral key for this bundle.
+    #[arg(long)]
+    ephemeral: bool,
+    /// Payload file, or - for stdin (default: stdin).
+    file: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -94,6 +176,9 @@ struct InitArgs {
     /// Custody store byte quota.
     #[arg(long, value_name = "BYTES")]
     max_store_bytes: Option<u64>,
+    /// Turn LAN discovery off.
+    #[arg(long)]
+    no_discovery: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -161,16 +246,50 @@ struct SealArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // One line, like every other error.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!("ferry: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            // One line: the outermost context and its causes.
-            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("ferry: {}", msg.join(": "));
+            eprintln!("ferry: {}", one_line(&e));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes on one line, without repeating a cause that an outer
+/// message already includes.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        let c = c.lines().map(str::trim).collect::<Vec<_>>().join(" ");
+        if msg.contains(&c) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&c);
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -193,6 +312,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !found {
                 bail!("this node is not in realm `{}`", name.unwrap_or_default());
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { home } => {
+            daemon::run(home.dir()?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Send(args) => {
+            let c = client::Client::for_home(&args.home.dir()?)?;
+            let payload = read_input(args.file.as_deref().unwrap_or("-"), c.max_bundle_bytes())?;
+            let id = c.send(
+                &client::SendOptions {
+                    to: args.to,
+                    group: args.group,
+                    endpoint: args.endpoint,
+                    lifetime: args.lifetime,
+                    priority: args.priority,
+                    ephemeral: args.ephemeral,
+                },
+                &payload,
+            )?;
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Recv {
+            home,
+            endpoint,
+            wait,
+            out,
+            max,
+        } => {
+            let c = client::Client::for_home(&home.dir()?)?;
+            let n = c.recv(endpoint.as_deref(), wait, out.as_deref(), max)?;
+            eprintln!("ferry: received {n} payload(s)");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { home, json } => {
+            client::Client::for_home(&home.dir()?)?.show("/v1/status", json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Peers { home, json } => {
+            client::Client::for_home(&home.dir()?)?.show("/v1/peers", json)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bundles { home, json, limit } => {
+            client::Client::for_home(&home.dir()?)?
+                .show(&format!("/v1/bundles?limit={limit}"), json)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Bundle(BundleCmd::Seal(args)) => seal(args),
@@ -249,6 +414,9 @@ fn init(args: InitArgs) -> Result<ExitCode> {
     if let Some(b) = args.max_store_bytes {
         config.store.max_bytes = b;
     }
+    if args.no_discovery {
+        config.discovery.enabled = false;
+    }
     let mut secrets = Vec::new();
     if !args.realms.is_empty() {
         config.node.realms.clear();
@@ -282,15 +450,6 @@ fn init(args: InitArgs) -> Result<ExitCode> {
         names.join(", ")
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// The wall clock as DTN time; `None` if it is unset (before 2000, as on a Pi
-/// without a real-time clock before NTP).
-fn now_dtn() -> Option<DtnTime> {
-    #[allow(clippy::disallowed_methods)] // the binary is where clocks are read
-    let now = std::time::SystemTime::now();
-    let unix = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    DtnTime::from_unix_secs(unix)
 }
 
 fn read_input(file: &str, max: usize) -> Result<Vec<u8>> {

@@ -1,0 +1,378 @@
+//! The local app API: HTTP/1.1 on a loopback address (see `docs/api.md`).
+//!
+//! | method and path | does |
+//! | --- | --- |
+//! | `POST /v1/bundles?to=NODE_ID\|group=true&endpoint=&lifetime=&priority=&ephemeral=&realm=` | body = payload; answers `{"id": ...}` once the bundle is committed; 507 when the store is full |
+//! | `GET /v1/deliveries/next?endpoint=&wait=SECS` | the next payload for the endpoint (body) with `ferry-bundle-id`, `ferry-source`, `ferry-kind` headers, leased for 60 s; 204 if none within `wait` |
+//! | `POST /v1/deliveries/{id}/ack` | releases a delivery (the node then sends a receipt) |
+//! | `GET /v1/status` | node, store, engine and link counters |
+//! | `GET /v1/peers` | links that are up, configured peers |
+//! | `GET /v1/bundles?limit=N` | stored bundles, highest priority first |
+//! | `GET /v1/events` | server-sent events: `delivery`, `delivered` |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_core::{Bundle, BundleId, NodeId, PayloadKind, Priority, Recipient, SealParams};
+use ferry_router::engine::Millis;
+use ferry_storage::CustodyStore;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{oneshot, watch};
+
+use crate::daemon::{now_dtn, Cmd, Shared, SubmitError, SubmitRequest};
+
+/// How long a delivery handed to an app stays reserved for it before another `next`
+/// may get it again.
+const LEASE: Millis = Millis(60_000);
+/// Longest `wait` a request may ask for.
+const MAX_WAIT_SECS: u64 = 300;
+/// Most bundles listed by `GET /v1/bundles`.
+const MAX_LIST: usize = 10_000;
+
+/// Serves the API until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let body_limit = shared.config.store.max_bundle_bytes;
+    let app = Router::new()
+        .route("/v1/bundles", post(submit).get(list_bundles))
+        .route("/v1/deliveries/next", get(next_delivery))
+        .route("/v1/deliveries/{id}/ack", post(ack))
+        .route("/v1/status", get(status))
+        .route("/v1/peers", get(peers))
+        .route("/v1/events", get(events))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(shared);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitQuery {
+    to: Option<String>,
+    #[serde(default)]
+    group: bool,
+    endpoint: Option<String>,
+    lifetime: Option<String>,
+    priority: Option<String>,
+    #[serde(default)]
+    ephemeral: bool,
+    realm: Option<String>,
+}
+
+async fn submit(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<SubmitQuery>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let endpoint = q.endpoint.filter(|e| !e.is_empty());
+    let recipient = match (q.to.as_deref(), q.group) {
+        (Some(_), true) => return Err(bad("give either `to` or `group=true`, not both")),
+        (None, true) => Recipient::Group { endpoint },
+        (Some(to), false) => Recipient::Node {
+            id: to.parse::<NodeId>().map_err(|e| bad(format!("to: {e}")))?,
+            endpoint,
+        },
+        (None, false) => return Err(bad("missing `to` (a node id) or `group=true`")),
+    };
+    let cfg = &shared.config;
+    let lifetime = match q.lifetime.as_deref() {
+        Some(l) => ferry_core::parse_lifetime(l).map_err(|e| bad(format!("lifetime: {e}")))?,
+        None => cfg.default_lifetime_secs(),
+    };
+    let priority: Priority = q
+        .priority
+        .as_deref()
+        .unwrap_or("normal")
+        .parse()
+        .map_err(bad)?;
+    let realm = match q.realm {
+        Some(r) => r,
+        None => shared
+            .keyring
+            .realms()
+            .first()
+            .map(|r| r.name().to_owned())
+            .ok_or_else(|| bad("this node has no realm"))?,
+    };
+    let params = SealParams {
+        recipient,
+        realm,
+        created: now_dtn(),
+        sequence: 0,
+        lifetime,
+        priority,
+        hop_limit: cfg.routing.hop_limit,
+        kind: PayloadKind::AppData,
+        ephemeral: q.ephemeral,
+    };
+    let (tx, rx) = oneshot::channel();
+    shared
+        .cmds
+        .send(Cmd::Submit {
+            req: SubmitRequest {
+                params,
+                payload: body,
+            },
+            reply: tx,
+        })
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "node is shutting down".into(),
+            )
+        })?;
+    match rx.await {
+        Ok(Ok(id)) => Ok(Json(json!({ "id": id.to_string() }))),
+        Ok(Err(SubmitError::StoreFull)) => Err(ApiError(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store full".into(),
+        )),
+        Ok(Err(SubmitError::ShuttingDown)) | Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is shutting down".into(),
+        )),
+        Ok(Err(e)) => Err(bad(e.to_string())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct NextQuery {
+    endpoint: Option<String>,
+    #[serde(default)]
+    wait: u64,
+}
+
+async fn next_delivery(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, ApiError> {
+    let endpoint = q.endpoint.unwrap_or_default();
+    let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let notified = shared.delivery_ready.notified();
+        let leased = shared
+            .deliveries
+            .lock()
+            .ok()
+            .and_then(|mut d| d.lease(&endpoint, shared.clock.now(), LEASE));
+        if let Some((id, pending)) = leased {
+            let s = shared.clone();
+            let payload = tokio::task::spawn_blocking(move || open_stored(&s, &id))
+                .await
+                .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
+            let payload = match payload {
+                Ok(p) => p,
+                Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            };
+            let mut headers = HeaderMap::new();
+            let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("?"));
+            headers.insert("ferry-bundle-id", hv(&pending.id));
+            headers.insert("ferry-source", hv(&pending.source));
+            headers.insert("ferry-kind", hv(&pending.kind));
+            headers.insert(
+                "ferry-group",
+                hv(if pending.group { "true" } else { "false" }),
+            );
+            return Ok((StatusCode::OK, headers, payload).into_response());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// Reads a delivered bundle back from the store and decrypts it.
+fn open_stored(shared: &Shared, id: &BundleId) -> Result<Vec<u8>, String> {
+    let rec = shared
+        .store
+        .get(id)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "bundle no longer stored".to_owned())?;
+    let bundle = Bundle::decode(&rec.bytes, shared.keyring.limits()).map_err(|e| e.to_string())?;
+    shared
+        .keyring
+        .open_verified(&bundle)
+        .map(|o| o.payload)
+        .map_err(|e| e.to_string())
+}
+
+async fn ack(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id: BundleId = id.parse().map_err(|_| bad("not a bundle id"))?;
+    let known = shared
+        .deliveries
+        .lock()
+        .map(|d| d.contains(&id))
+        .unwrap_or(false);
+    if !known {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "no delivery with this id is waiting".into(),
+        ));
+    }
+    shared.cmds.send(Cmd::AppAck { id }).await.map_err(|_| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "node is shutting down".into(),
+        )
+    })?;
+    Ok(Json(json!({ "acknowledged": id.to_string() })))
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let s = shared.clone();
+    let stats = tokio::task::spawn_blocking(move || s.store.stats())
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let e = shared.engine_stats.lock().map(|s| *s).unwrap_or_default();
+    let delivered: Vec<serde_json::Value> = shared
+        .delivered
+        .lock()
+        .map(|d| {
+            d.iter()
+                .map(|(b, r)| json!({ "id": b.to_string(), "receipt": r.to_string() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    let queued = shared
+        .deliveries
+        .lock()
+        .map(|d| d.counts())
+        .unwrap_or_default();
+    let links = shared.links.lock().map(|l| l.len()).unwrap_or(0);
+    Ok(Json(json!({
+        "node_id": shared.keyring.node_id().to_string(),
+        "realms": shared.keyring.realms().iter().map(|r| r.name()).collect::<Vec<_>>(),
+        "policy": shared.config.routing.policy.as_str(),
+        "quic_port": shared.listen.port(),
+        "uptime_secs": shared.clock.now().0 / 1000,
+        "links": links,
+        "store": {
+            "bundles": stats.count,
+            "bytes": stats.bytes,
+            "max_bundles": stats.max_count,
+            "max_bytes": stats.max_bytes,
+            "quarantined": stats.quarantined,
+            "seen": stats.seen,
+        },
+        "deliveries_waiting": queued,
+        "delivered": delivered,
+        "rejected_on_arrival": shared.rejected.load(std::sync::atomic::Ordering::Relaxed),
+        "engine": {
+            "bundles_sent": e.bundles_sent,
+            "bundle_bytes_sent": e.bundle_bytes_sent,
+            "frame_bytes_sent": e.frame_bytes_sent,
+            "recon_bytes_sent": e.recon_bytes_sent,
+            "commits": e.commits,
+            "sessions": e.sessions,
+            "bad_frames": e.bad_frames,
+        },
+    })))
+}
+
+async fn peers(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    let links: Vec<serde_json::Value> = shared
+        .links
+        .lock()
+        .map(|l| {
+            l.iter()
+                .map(|(link, peer)| json!({ "link": link.0, "peer": peer.to_string() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({ "links": links, "configured": shared.config.peers }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list_bundles(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).min(MAX_LIST);
+    let s = shared.clone();
+    let page = tokio::task::spawn_blocking(move || s.store.by_priority(None, limit))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let items: Vec<serde_json::Value> = page
+        .items
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id.to_string(),
+                "priority": r.meta.priority.as_str(),
+                "destination": match r.meta.destination {
+                    ferry_core::Destination::Node(h) => format!("node:{h}"),
+                    ferry_core::Destination::Group => "realm-group".to_owned(),
+                },
+                "size": r.size,
+                "expires_at_dtn": r.meta.expires_at,
+                "custody": format!("{:?}", r.meta.routing.custody),
+                "copies_left": r.meta.routing.copies_left,
+                "holders": r.meta.routing.holders.len(),
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "bundles": items, "more": page.next.is_some() }),
+    ))
+}
+
+async fn events(
+    State(shared): State<Arc<Shared>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let rx = shared.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let data = serde_json::to_string(&ev).unwrap_or_default();
+                    return Some((Ok(Event::default().data(data)), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,842 @@
+//! `ferry run`: the tokio driver around the sans-IO engine.
+//!
+//! Threads and tasks:
+//!
+//! - the **engine thread** owns the [`Engine`] and runs a single-threaded tokio
+//!   runtime of its own, because the engine calls the LMDB store synchronously (a
+//!   commit takes milliseconds). It selects on one bounded command channel and on the
+//!   engine's next timeout, and after every input drains the engine's outputs;
+//! - the **link task** reads QUIC link events, verifies received bundles in batches
+//!   (Ed25519 batch verification on the blocking pool) and feeds them to the engine;
+//! - one **writer task per link** sends the engine's frames and bundles in order;
+//! - the **API server** (`api.rs`) on a loopback address.
+//!
+//! Every channel is bounded. A SIGTERM or SIGINT stops the API, commits what the
+//! engine has buffered, replies to waiting apps and closes the links: nothing that was
+//! acknowledged (to an app or a peer) is ever only in memory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use ferry_cl_api::{LinkEvent, LinkId, TransferId};
+use ferry_cl_quic::{DiscoveryConfig, QuicConfig, QuicLink};
+use ferry_core::rand_core::OsRng;
+use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeId, OpenError, PayloadKind, SealParams};
+use ferry_router::config::Config;
+use ferry_router::engine::{
+    Engine, EngineConfig, EngineStats, Input, Millis, Origin, Output, RefuseReason,
+};
+use ferry_storage::LmdbStore;
+use tokio::sync::{broadcast, mpsc, oneshot, Notify};
+
+/// Capacity of the engine's command channel.
+const CMD_QUEUE: usize = 4096;
+/// Capacity of each link writer's queue.
+const LINK_QUEUE: usize = 8192;
+/// Most bundles verified in one batch.
+const VERIFY_BATCH: usize = 64;
+/// Most deliveries queued per endpoint for apps (ids only; payloads stay in the store).
+pub const MAX_QUEUED_DELIVERIES: usize = 65_536;
+/// Receipts remembered for `ferry status`.
+const RECENT_DELIVERED: usize = 1024;
+
+/// The wall clock as DTN time; `None` while it is unset (before 2000).
+pub fn now_dtn() -> Option<DtnTime> {
+    #[allow(clippy::disallowed_methods)] // the daemon is where clocks are read
+    let now = std::time::SystemTime::now();
+    let unix = now.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    DtnTime::from_unix_secs(unix)
+}
+
+/// A monotonic clock for the engine, counting from the daemon's start.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    fn start() -> Self {
+        #[allow(clippy::disallowed_methods)]
+        Self(Instant::now())
+    }
+
+    /// Milliseconds since start.
+    pub fn now(&self) -> Millis {
+        Millis(self.0.elapsed().as_millis() as u64)
+    }
+
+    fn instant_of(&self, m: Millis) -> Instant {
+        self.0 + Duration::from_millis(m.0)
+    }
+}
+
+/// What an app asks to send.
+#[derive(Debug)]
+pub struct SubmitRequest {
+    /// Sealing parameters, except the sequence number (the engine reserves it).
+    pub params: SealParams,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// Why a submission failed, as the API reports it.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The store is at its quota.
+    #[error("store full")]
+    StoreFull,
+    /// Sealing refused the request.
+    #[error("{0}")]
+    Seal(#[from] ferry_core::SealError),
+    /// Any other refusal.
+    #[error("{0}")]
+    Refused(String),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+}
+
+/// Commands for the engine thread.
+#[derive(Debug)]
+pub enum Cmd {
+    /// An engine input from a link.
+    Input(Input),
+    /// A link came up: its writer queue.
+    LinkUp {
+        /// The link.
+        link: LinkId,
+        /// The writer queue.
+        writer: mpsc::Sender<LinkOut>,
+        /// The engine input to pass on.
+        input: Input,
+    },
+    /// An app submits a payload.
+    Submit {
+        /// What to send.
+        req: SubmitRequest,
+        /// Answered once the bundle is committed (or refused).
+        reply: oneshot::Sender<Result<BundleId, SubmitError>>,
+    },
+    /// An app took a delivery.
+    AppAck {
+        /// The bundle.
+        id: BundleId,
+    },
+    /// Commit what is buffered and stop.
+    Shutdown,
+}
+
+/// What a link writer sends.
+#[derive(Debug)]
+pub enum LinkOut {
+    /// A control frame.
+    Frame(Vec<u8>),
+    /// A bundle transfer.
+    Bundle(TransferId, Bytes),
+}
+
+/// A delivery waiting for an app.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pending {
+    /// Bundle id.
+    pub id: String,
+    /// Source node id.
+    pub source: String,
+    /// Payload kind.
+    pub kind: String,
+    /// Sent to the whole realm.
+    pub group: bool,
+    /// Leased to an app until this time (monotonic ms), if leased.
+    #[serde(skip)]
+    pub leased_until: Option<Millis>,
+    #[serde(skip)]
+    raw_id: BundleId,
+}
+
+/// Deliveries per endpoint (the default endpoint is `""`).
+#[derive(Debug, Default)]
+pub struct Deliveries {
+    queues: HashMap<String, VecDeque<Pending>>,
+}
+
+impl Deliveries {
+    /// The next delivery for `endpoint` not leased to another app; leases it.
+    pub fn lease(
+        &mut self,
+        endpoint: &str,
+        now: Millis,
+        lease: Millis,
+    ) -> Option<(BundleId, Pending)> {
+        let q = self.queues.get_mut(endpoint)?;
+        let p = q
+            .iter_mut()
+            .find(|p| p.leased_until.is_none_or(|t| t <= now))?;
+        p.leased_until = Some(Millis(now.0 + lease.0));
+        Some((p.raw_id, p.clone()))
+    }
+
+    fn push(&mut self, endpoint: String, p: Pending) -> bool {
+        let q = self.queues.entry(endpoint).or_default();
+        if q.iter().any(|x| x.raw_id == p.raw_id) {
+            return true;
+        }
+        if q.len() >= MAX_QUEUED_DELIVERIES {
+            return false;
+        }
+        q.push_back(p);
+        true
+    }
+
+    fn remove(&mut self, id: &BundleId) -> bool {
+        let mut found = false;
+        for q in self.queues.values_mut() {
+            let before = q.len();
+            q.retain(|p| p.raw_id != *id);
+            found |= q.len() != before;
+        }
+        self.queues.retain(|_, q| !q.is_empty());
+        found
+    }
+
+    /// Whether `id` is queued for an app.
+    pub fn contains(&self, id: &BundleId) -> bool {
+        self.queues
+            .values()
+            .any(|q| q.iter().any(|p| p.raw_id == *id))
+    }
+
+    /// Number of deliveries queued, per endpoint.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        self.queues
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
+    }
+}
+
+/// Events for `GET /v1/events`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum NodeEvent {
+    /// A payload is waiting for an app on `endpoint`.
+    Delivery {
+        /// Bundle id.
+        id: String,
+        /// Endpoint (`""`: default).
+        endpoint: String,
+    },
+    /// A receipt proved one of this node's bundles reached its destination.
+    Delivered {
+        /// The bundle.
+        id: String,
+        /// The receipt.
+        receipt: String,
+    },
+}
+
+/// State shared between the engine thread, the link task and the API.
+#[derive(Debug)]
+pub struct Shared {
+    /// Node keys.
+    pub keyring: Arc<Keyring>,
+    /// The custody store (read by the API; written by the engine thread).
+    pub store: Arc<LmdbStore>,
+    /// Configuration.
+    pub config: Config,
+    /// Commands to the engine thread.
+    pub cmds: mpsc::Sender<Cmd>,
+    /// Deliveries waiting for apps.
+    pub deliveries: Mutex<Deliveries>,
+    /// Woken when a delivery is queued.
+    pub delivery_ready: Notify,
+    /// Events for subscribers.
+    pub events: broadcast::Sender<NodeEvent>,
+    /// Recent receipts for our bundles (bundle id → receipt id).
+    pub delivered: Mutex<VecDeque<(BundleId, BundleId)>>,
+    /// Links that are up.
+    pub links: Mutex<BTreeMap<LinkId, NodeId>>,
+    /// Engine counters, refreshed by the engine thread.
+    pub engine_stats: Mutex<EngineStats>,
+    /// Bundles refused on arrival (bad signature, foreign realm, expired...).
+    pub rejected: std::sync::atomic::AtomicU64,
+    /// The engine's monotonic clock.
+    pub clock: Clock,
+    /// The QUIC listen address actually bound.
+    pub listen: SocketAddr,
+}
+
+/// Runs the node until SIGTERM/SIGINT.
+pub fn run(home_dir: PathBuf) -> Result<()> {
+    let home = match ferry_router::home::Home::open(&home_dir) {
+        Ok(h) => h,
+        Err(ferry_router::home::HomeError::NotInitialised(_)) => {
+            let (id, _) = ferry_router::home::Home::init(&home_dir, Default::default())?;
+            eprintln_info(&format!(
+                "ferry: first run: created node {} in {}",
+                id.short(),
+                home_dir.display()
+            ));
+            ferry_router::home::Home::open(&home_dir)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let store = Arc::new(home.open_store()?);
+    let (_dir, config, keyring) = home.into_parts();
+    init_tracing(&config.node.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(run_async(config, Arc::new(keyring), store))
+}
+
+fn eprintln_info(msg: &str) {
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("{msg}");
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>) -> Result<()> {
+    let mut qcfg = QuicConfig::default();
+    qcfg.listen = config.node.listen;
+    qcfg.max_bundle_bytes = config.store.max_bundle_bytes as u64;
+    qcfg.discovery = if config.discovery.enabled {
+        let mut d =
+            DiscoveryConfig::unicast(config.discovery.listen, config.discovery.targets.clone());
+        d.interval = Duration::from_secs(u64::from(config.discovery.interval_secs));
+        Some(d)
+    } else {
+        None
+    };
+    let bound = QuicLink::bind(qcfg, keyring.identity(), keyring.realms())
+        .await
+        .context("binding the QUIC link")?;
+    let quic = bound.link;
+    let listen = quic.local_addr();
+
+    let routes = config.static_routes()?;
+    let engine_cfg = EngineConfig::from_config(&config, routes);
+    let clock = Clock::start();
+    let engine = Engine::new(store.clone(), keyring.clone(), engine_cfg, clock.now());
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
+    let (events, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        keyring: keyring.clone(),
+        store: store.clone(),
+        config: config.clone(),
+        cmds: cmd_tx.clone(),
+        deliveries: Mutex::new(Deliveries::default()),
+        delivery_ready: Notify::new(),
+        events,
+        delivered: Mutex::new(VecDeque::new()),
+        links: Mutex::new(BTreeMap::new()),
+        engine_stats: Mutex::new(EngineStats::default()),
+        rejected: Default::default(),
+        clock,
+        listen,
+    });
+
+    // The API first: if its port is taken, fail before touching links.
+    let api_listener = tokio::net::TcpListener::bind(config.node.api)
+        .await
+        .with_context(|| format!("binding the API on {}", config.node.api))?;
+    let api_addr = api_listener.local_addr()?;
+
+    let engine_shared = shared.clone();
+    let engine_quic = quic.clone();
+    let engine_thread = std::thread::Builder::new()
+        .name("ferry-engine".into())
+        .spawn(move || engine_main(engine, cmd_rx, engine_shared, engine_quic))
+        .context("starting the engine thread")?;
+
+    for p in config.peer_addrs()? {
+        quic.dial(p.id, p.addr.clone());
+    }
+    tokio::spawn(link_task(bound.events, shared.clone(), quic.clone()));
+    if let Some(mut discovered) = bound.discovered {
+        let q = quic.clone();
+        tokio::spawn(async move {
+            while let Some(d) = discovered.recv().await {
+                tracing::debug!(peer = %d.node.short(), addr = %d.addr, "discovered");
+                let q = q.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = q.connect(d.node, d.addr).await {
+                        tracing::debug!(peer = %d.node.short(), error = %e, "connect to discovered peer failed");
+                    }
+                });
+            }
+        });
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let api = tokio::spawn(crate::api::serve(api_listener, shared.clone(), stop_rx));
+    tracing::info!(
+        node = %keyring.node_id().short(),
+        quic_port = listen.port(),
+        api = %api_addr,
+        realms = keyring.realms().len(),
+        "ferry node running"
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    let _ = cmd_tx.send(Cmd::Shutdown).await;
+    drop(cmd_tx);
+    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    quic.shutdown().await;
+    match joined {
+        Ok(Ok(r)) => r,
+        _ => bail!("engine thread panicked"),
+    }
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Reads link events, verifies bundles in batches, feeds the engine.
+async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, quic: QuicLink) {
+    let mut held: Option<LinkEvent> = None;
+    loop {
+        let ev = match held.take() {
+            Some(e) => e,
+            None => match events.recv().await {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let cmd = match ev {
+            LinkEvent::Up { link, peer, caps } => {
+                let (tx, rx) = mpsc::channel(LINK_QUEUE);
+                shared.links.lock().map(|mut l| l.insert(link, peer)).ok();
+                tracing::info!(peer = %peer.short(), %link, "contact up");
+                tokio::spawn(link_writer(link, rx, shared.clone(), quic.clone()));
+                Cmd::LinkUp {
+                    link,
+                    writer: tx,
+                    input: Input::ContactUp { link, peer, caps },
+                }
+            }
+            LinkEvent::Down { link, reason } => {
+                shared.links.lock().map(|mut l| l.remove(&link)).ok();
+                tracing::info!(%link, ?reason, "contact down");
+                Cmd::Input(Input::ContactDown { link })
+            }
+            LinkEvent::Frame { link, bytes } => Cmd::Input(Input::Frame { link, bytes }),
+            LinkEvent::Sent { link, transfer } => {
+                Cmd::Input(Input::TransferDone { link, transfer })
+            }
+            LinkEvent::SendFailed { link, transfer } => {
+                Cmd::Input(Input::TransferFailed { link, transfer })
+            }
+            LinkEvent::Bundle {
+                link,
+                transfer,
+                bytes,
+            } => {
+                // Gather the bundles already waiting, verify them as one batch.
+                let mut batch = vec![(link, transfer, bytes)];
+                while batch.len() < VERIFY_BATCH {
+                    match events.try_recv() {
+                        Ok(LinkEvent::Bundle {
+                            link,
+                            transfer,
+                            bytes,
+                        }) => batch.push((link, transfer, bytes)),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let keyring = shared.keyring.clone();
+                let verified = tokio::task::spawn_blocking(move || accept_batch(&keyring, batch))
+                    .await
+                    .unwrap_or_default();
+                for r in verified {
+                    match r {
+                        Ok((link, transfer, bundle)) => {
+                            let input = Input::Received {
+                                link,
+                                transfer,
+                                bundle,
+                            };
+                            if shared.cmds.send(Cmd::Input(input)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            shared
+                                .rejected
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::debug!(error = %e, "bundle refused on arrival");
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        if shared.cmds.send(cmd).await.is_err() {
+            return;
+        }
+    }
+}
+
+type Accepted = Result<(LinkId, TransferId, Bundle), OpenError>;
+
+/// Decodes, realm-checks and expiry-checks each bundle, then verifies the
+/// signatures of the survivors as one batch.
+fn accept_batch(keyring: &Keyring, batch: Vec<(LinkId, TransferId, Vec<u8>)>) -> Vec<Accepted> {
+    let now = now_dtn();
+    let mut out: Vec<Accepted> = Vec::with_capacity(batch.len());
+    for (link, transfer, bytes) in batch {
+        let r = Bundle::decode(&bytes, keyring.limits())
+            .map_err(OpenError::from)
+            .and_then(|b| {
+                keyring.check_realm(&b)?;
+                if b.is_expired(now) {
+                    return Err(OpenError::Expired);
+                }
+                Ok((link, transfer, b))
+            });
+        out.push(r);
+    }
+    let ok: Vec<&Bundle> = out
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(_, _, b)| b))
+        .collect();
+    let sigs = keyring.verify_many(&ok);
+    let mut sigs = sigs.into_iter();
+    out.into_iter()
+        .map(|r| match r {
+            Ok(x) => match sigs.next() {
+                Some(Ok(())) => Ok(x),
+                Some(Err(e)) => Err(e),
+                None => Err(OpenError::BadSignature),
+            },
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
+async fn link_writer(
+    link: LinkId,
+    mut rx: mpsc::Receiver<LinkOut>,
+    shared: Arc<Shared>,
+    quic: QuicLink,
+) {
+    while let Some(out) = rx.recv().await {
+        let r = match out {
+            LinkOut::Frame(f) => quic.send_frame(link, f).await,
+            LinkOut::Bundle(t, b) => {
+                let r = quic.send_bundle(link, t, b).await;
+                if r.is_err() {
+                    let _ = shared
+                        .cmds
+                        .send(Cmd::Input(Input::TransferFailed { link, transfer: t }))
+                        .await;
+                }
+                r
+            }
+        };
+        if let Err(e) = r {
+            tracing::debug!(%link, error = %e, "link send failed");
+        }
+    }
+}
+
+struct EngineLoop {
+    engine: Engine<LmdbStore>,
+    shared: Arc<Shared>,
+    writers: HashMap<LinkId, mpsc::Sender<LinkOut>>,
+    submits: HashMap<BundleId, oneshot::Sender<Result<BundleId, SubmitError>>>,
+    quic: QuicLink,
+}
+
+fn engine_main(
+    engine: Engine<LmdbStore>,
+    mut rx: mpsc::Receiver<Cmd>,
+    shared: Arc<Shared>,
+    quic: QuicLink,
+) -> Result<()> {
+    let local = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("engine runtime")?;
+    let mut el = EngineLoop {
+        engine,
+        shared,
+        writers: HashMap::new(),
+        submits: HashMap::new(),
+        quic,
+    };
+    local.block_on(async move {
+        let clock = el.shared.clock;
+        // Deliver what an earlier run left undelivered.
+        el.timeout(clock.now()).await;
+        loop {
+            let now = clock.now();
+            if el.engine.poll_timeout().is_some_and(|t| t <= now) {
+                el.timeout(now).await;
+                continue;
+            }
+            let deadline = el
+                .engine
+                .poll_timeout()
+                .map(|t| tokio::time::Instant::from_std(clock.instant_of(t)));
+            let cmd = match deadline {
+                Some(d) => tokio::select! {
+                    c = rx.recv() => c,
+                    _ = tokio::time::sleep_until(d) => { el.timeout(clock.now()).await; continue; }
+                },
+                None => rx.recv().await,
+            };
+            match cmd {
+                Some(Cmd::Shutdown) | None => break,
+                Some(c) => el.command(c).await,
+            }
+        }
+        el.shutdown().await;
+        Ok(())
+    })
+}
+
+impl EngineLoop {
+    async fn timeout(&mut self, now: Millis) {
+        if let Err(e) = self.engine.handle_timeout(now, now_dtn()) {
+            tracing::warn!(error = %e, "engine timeout handling failed");
+        }
+        self.drain().await;
+    }
+
+    async fn input(&mut self, input: Input) {
+        let now = self.shared.clock.now();
+        if let Err(e) = self.engine.handle_input(now, now_dtn(), input) {
+            tracing::warn!(error = %e, "engine input failed");
+        }
+        self.drain().await;
+    }
+
+    async fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Input(i) => self.input(i).await,
+            Cmd::LinkUp {
+                link,
+                writer,
+                input,
+            } => {
+                self.writers.insert(link, writer);
+                self.input(input).await;
+            }
+            Cmd::Submit { req, reply } => {
+                let mut params = req.params;
+                params.sequence = match self.engine.next_sequence() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
+                        return;
+                    }
+                };
+                let bundle = match self.shared.keyring.seal(&params, &req.payload, &mut OsRng) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                        return;
+                    }
+                };
+                self.submits.insert(bundle.id(), reply);
+                self.input(Input::Submit { bundle }).await;
+            }
+            Cmd::AppAck { id } => self.input(Input::AppAck { id }).await,
+            Cmd::Shutdown => {}
+        }
+        if let Ok(mut s) = self.shared.engine_stats.lock() {
+            *s = self.engine.stats();
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(out) = self.engine.poll_output() {
+            self.output(out).await;
+        }
+    }
+
+    async fn output(&mut self, out: Output) {
+        match out {
+            Output::SendFrame { link, bytes } => {
+                if let Some(w) = self.writers.get(&link) {
+                    if w.send(LinkOut::Frame(bytes)).await.is_err() {
+                        self.writers.remove(&link);
+                    }
+                }
+            }
+            Output::SendBundle {
+                link,
+                transfer,
+                id: _,
+                bytes,
+            } => {
+                let failed = match self.writers.get(&link) {
+                    Some(w) => w
+                        .send(LinkOut::Bundle(transfer, Bytes::from(bytes)))
+                        .await
+                        .is_err(),
+                    None => true,
+                };
+                if failed {
+                    let now = self.shared.clock.now();
+                    let _ = self.engine.handle_input(
+                        now,
+                        now_dtn(),
+                        Input::TransferFailed { link, transfer },
+                    );
+                }
+            }
+            Output::CloseLink { link, reason } => {
+                tracing::info!(%link, ?reason, "closing link");
+                self.quic.close_link(link, "protocol error");
+                self.writers.remove(&link);
+            }
+            Output::Deliver {
+                id,
+                source,
+                endpoint,
+                kind,
+                group,
+                payload: _,
+            } => {
+                let endpoint = endpoint.unwrap_or_default();
+                let pending = Pending {
+                    id: id.to_string(),
+                    source: source.to_string(),
+                    kind: kind_name(kind).to_owned(),
+                    group,
+                    leased_until: None,
+                    raw_id: id,
+                };
+                let queued = self
+                    .shared
+                    .deliveries
+                    .lock()
+                    .map(|mut d| d.push(endpoint.clone(), pending))
+                    .unwrap_or(false);
+                if queued {
+                    tracing::info!(bundle = %id.short(), "delivery waiting for app");
+                    self.shared.delivery_ready.notify_waiters();
+                    let _ = self.shared.events.send(NodeEvent::Delivery {
+                        id: id.to_string(),
+                        endpoint,
+                    });
+                } else {
+                    tracing::warn!(bundle = %id.short(), "delivery queue full; kept in store until restart");
+                }
+            }
+            Output::Delivered { id, receipt } => {
+                tracing::info!(bundle = %id.short(), "delivered (receipt received)");
+                if let Ok(mut d) = self.shared.delivered.lock() {
+                    if d.len() >= RECENT_DELIVERED {
+                        d.pop_front();
+                    }
+                    d.push_back((id, receipt));
+                }
+                let _ = self.shared.events.send(NodeEvent::Delivered {
+                    id: id.to_string(),
+                    receipt: receipt.to_string(),
+                });
+            }
+            Output::ReceiptEmitted { receipt, ids } => {
+                tracing::debug!(receipt = %receipt.short(), count = ids.len(), "receipt emitted");
+            }
+            Output::Stored { id, origin } => {
+                if origin == Origin::Local {
+                    if let Some(r) = self.submits.remove(&id) {
+                        let _ = r.send(Ok(id));
+                    }
+                }
+                tracing::debug!(bundle = %id.short(), ?origin, "stored");
+            }
+            Output::Refused { id, origin, reason } => {
+                if origin == Origin::Local {
+                    if let Some(r) = self.submits.remove(&id) {
+                        let e = match reason {
+                            RefuseReason::StoreFull => SubmitError::StoreFull,
+                            other => SubmitError::Refused(format!("{other:?}")),
+                        };
+                        let _ = r.send(Err(e));
+                    }
+                }
+                tracing::debug!(bundle = %id.short(), ?origin, ?reason, "refused");
+            }
+            Output::Removed { id, reason } => {
+                if let Ok(mut d) = self.shared.deliveries.lock() {
+                    d.remove(&id);
+                }
+                tracing::debug!(bundle = %id.short(), ?reason, "removed");
+            }
+        }
+    }
+
+    async fn shutdown(&mut self) {
+        // Commit whatever is buffered: the commit deadline is at most one commit
+        // delay away, so run the engine's timers until nothing is due soon.
+        for _ in 0..8 {
+            match self.engine.poll_timeout() {
+                Some(t) if t.0 <= self.shared.clock.now().0 + 1_000 => {
+                    let now = Millis(t.0.max(self.shared.clock.now().0));
+                    self.timeout(now).await;
+                }
+                _ => break,
+            }
+        }
+        for (_, r) in self.submits.drain() {
+            let _ = r.send(Err(SubmitError::ShuttingDown));
+        }
+        self.writers.clear();
+    }
+}
+
+/// The name of a payload kind, as the API shows it.
+pub fn kind_name(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::AppData => "app-data",
+        PayloadKind::Hint => "hint",
+        PayloadKind::Call => "call",
+        PayloadKind::Reply => "reply",
+        PayloadKind::Grant => "grant",
+        PayloadKind::Revocation => "revocation",
+        PayloadKind::Delta => "delta",
+        PayloadKind::Receipt => "receipt",
+    }
+}

@@ -1,0 +1,527 @@
+//! End-to-end tests of `ferry run`: real processes, real QUIC on 127.0.0.1, real LMDB
+//! stores, driven through the CLI (`send`, `recv`, `status`, `bundles`).
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use ferry_tests::{wait_bounded, wait_until, Ferry, Node};
+
+/// Longest wait for a state change between nodes (generous for loaded CI machines).
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    // A port free for both TCP (API) and UDP (QUIC) at the time of the call.
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A node home with its ports.
+struct TestNode {
+    node: Node,
+    quic: u16,
+}
+
+impl TestNode {
+    fn init(dir: &Path, name: &str, realm: Option<&str>, policy: &str) -> Self {
+        let quic = free_port();
+        let api = free_port();
+        let listen = format!("127.0.0.1:{quic}");
+        let api = format!("127.0.0.1:{api}");
+        let realm_arg = realm.unwrap_or("valley").to_owned();
+        let node = Node::init(
+            dir.join(name),
+            &[
+                "--listen",
+                &listen,
+                "--api",
+                &api,
+                "--no-discovery",
+                "--realm",
+                &realm_arg,
+                "--routing",
+                policy,
+            ],
+        );
+        Self { node, quic }
+    }
+
+    fn addr(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.node.id, self.quic)
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.node.home.join("ferry.toml")
+    }
+
+    /// Replaces the static peers in ferry.toml.
+    fn set_peers(&self, peers: &[String]) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        let list: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+        let new = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("peers = ") {
+                    format!("peers = [{}]", list.join(", "))
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(self.config_path(), new + "\n").expect("write config");
+    }
+
+    /// Adds a static route (destination → next hop) to ferry.toml.
+    fn add_route(&self, dest: &str, hop: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        let new = text.replace("[routes]\n", &format!("[routes]\n{dest:?} = {hop:?}\n"));
+        std::fs::write(self.config_path(), new).expect("write config");
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start(&self.node)
+    }
+
+    fn status(&self) -> Option<serde_json::Value> {
+        let out = self.node.cmd(&["status", "--json"]).run();
+        (out.code() == Some(0)).then(|| out.json())
+    }
+
+    fn send(&self, to: &str, extra: &[&str], payload: &[u8]) -> String {
+        let out = self
+            .node
+            .cmd(&["send", "--to", to])
+            .args(extra)
+            .stdin(payload)
+            .run()
+            .success();
+        out.stdout_text().trim().to_owned()
+    }
+
+    fn stored_ids(&self) -> Vec<String> {
+        let out = self.node.cmd(&["bundles", "--json"]).run();
+        if out.code() != Some(0) {
+            return Vec::new();
+        }
+        out.json()["bundles"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn links(&self) -> usize {
+        self.status().and_then(|s| s["links"].as_u64()).unwrap_or(0) as usize
+    }
+
+    /// Receives into `dir`; returns (bundle id, payload) pairs.
+    fn recv(&self, wait: u64, dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let _ = std::fs::create_dir_all(dir);
+        let before: Vec<PathBuf> = list_dir(dir);
+        self.node
+            .cmd(&["recv", "--wait", &wait.to_string(), "--out"])
+            .arg_path(dir)
+            .timeout(Duration::from_secs(wait + 30))
+            .run()
+            .success();
+        list_dir(dir)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .map(|p| {
+                let id = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                (id, std::fs::read(&p).expect("read payload"))
+            })
+            .collect()
+    }
+
+    fn delivered(&self) -> Vec<String> {
+        self.status()
+            .and_then(|s| {
+                s["delivered"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A running `ferry run` process.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(node: &Node) -> Self {
+        let log = node.home.join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd: Command = Ferry::new(["run", "--home"]).arg_path(&node.home).command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env("RUST_LOG", "info");
+        let child = cmd.spawn().expect("start ferry run");
+        let d = Self {
+            child: Some(child),
+            log,
+        };
+        let up = wait_until(SETTLE, || {
+            node.cmd(&["status", "--json"]).run().code() == Some(0)
+        });
+        assert!(up, "ferry run did not come up:\n{}", d.log_text());
+        d
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let status = wait_bounded(&mut c, Duration::from_secs(20));
+            let status =
+                status.unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", self.log_text()));
+            assert!(
+                status.success(),
+                "exit {status:?} after SIGTERM:\n{}",
+                self.log_text()
+            );
+            assert!(!self.log_text().contains("panicked"), "{}", self.log_text());
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn payload(n: usize, seed: u8) -> Vec<u8> {
+    // Deterministic, non-repeating bytes.
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Joins nodes in the same realm: everyone takes the first node's realm secret.
+fn realm_of(first: &TestNode) -> String {
+    first.node.realm_share("valley")
+}
+
+#[test]
+fn direct_delivery_with_receipt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "spray-and-wait");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "spray-and-wait");
+    b.set_peers(&[a.addr()]);
+    let da = a.start();
+    let db = b.start();
+    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+
+    let data = payload(100_000, 1);
+    let id = a.send(&b.node.id, &["--lifetime", "1h"], &data);
+    let got = b.recv(20, &dir.path().join("b-in"));
+    assert_eq!(got.len(), 1, "{}", db.log_text());
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == data, "payload differs");
+    // A learns of the delivery through the receipt, and its copy is released.
+    assert!(
+        wait_until(SETTLE, || a.delivered().contains(&id)),
+        "A never saw the receipt:\n{}",
+        da.log_text()
+    );
+    assert!(wait_until(SETTLE, || !a.stored_ids().contains(&id)));
+    // Nothing more arrives.
+    assert!(b.recv(1, &dir.path().join("b-in")).is_empty());
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn store_carry_forward_between_nodes_never_up_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
+    a.set_peers(&[b.addr()]);
+    c.set_peers(&[b.addr()]);
+
+    let db = b.start();
+    let da = a.start();
+    assert!(wait_until(SETTLE, || b.links() == 1));
+    let data = payload(5_000, 2);
+    let id = a.send(&c.node.id, &["--lifetime", "1h"], &data);
+    assert!(
+        wait_until(SETTLE, || b.stored_ids().contains(&id)),
+        "B never took the bundle:\n{}",
+        db.log_text()
+    );
+    da.stop();
+
+    // A is down; only now does C come up and meet B.
+    let dc = c.start();
+    let got = c.recv(30, &dir.path().join("c-in"));
+    assert_eq!(
+        got.len(),
+        1,
+        "C got nothing:\n{}\n{}",
+        dc.log_text(),
+        db.log_text()
+    );
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == data);
+    dc.stop();
+    db.stop();
+}
+
+#[test]
+fn custody_survives_sigkill_and_delivers_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
+    a.set_peers(&[b.addr()]);
+    c.set_peers(&[b.addr()]);
+
+    let db = b.start();
+    let da = a.start();
+    assert!(wait_until(SETTLE, || b.links() == 1));
+    let data = payload(2_000, 3);
+    let id = a.send(&c.node.id, &["--lifetime", "1h"], &data);
+    // B lists the bundle only once it is committed, i.e. when it acknowledges custody.
+    assert!(wait_until(SETTLE, || b.stored_ids().contains(&id)));
+    db.kill();
+    da.stop();
+
+    let db = b.start();
+    assert!(b.stored_ids().contains(&id), "custody lost across SIGKILL");
+    let dc = c.start();
+    let inbox = dir.path().join("c-in");
+    let got = c.recv(30, &inbox);
+    assert_eq!(got.len(), 1, "{}", dc.log_text());
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == data);
+    // Exactly once: nothing else arrives, even after another contact.
+    dc.stop();
+    let dc = c.start();
+    assert!(c.recv(3, &inbox).is_empty());
+    dc.stop();
+    db.stop();
+}
+
+#[test]
+fn expired_bundles_are_never_delivered_and_purged_everywhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
+    a.set_peers(&[b.addr()]);
+    c.set_peers(&[b.addr()]);
+    let db = b.start();
+    let da = a.start();
+    assert!(wait_until(SETTLE, || b.links() == 1));
+    let id = a.send(&c.node.id, &["--lifetime", "3s"], b"short-lived");
+    assert!(wait_until(SETTLE, || b.stored_ids().contains(&id)));
+    // Its lifetime ends before C ever comes up: both copies are purged.
+    assert!(
+        wait_until(SETTLE, || !a.stored_ids().contains(&id)
+            && !b.stored_ids().contains(&id)),
+        "not purged:\n{}",
+        db.log_text()
+    );
+    let dc = c.start();
+    assert!(wait_until(SETTLE, || c.links() == 1));
+    assert!(c.recv(3, &dir.path().join("c-in")).is_empty());
+    dc.stop();
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn impersonation_and_foreign_realms_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let x = TestNode::init(dir.path(), "x", Some(&share), "epidemic");
+    let f = TestNode::init(dir.path(), "f", Some("valley"), "epidemic");
+    // B believes A lives at X's address: X cannot prove A's id.
+    b.set_peers(&[format!("{}@127.0.0.1:{}", a.node.id, x.quic)]);
+    // F (same realm name, another secret) dials B.
+    f.set_peers(&[b.addr()]);
+    let dx = x.start();
+    let db = b.start();
+    let df = f.start();
+    // Give the dialers several attempts.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        b.links(),
+        0,
+        "B accepted an impostor or a foreigner:\n{}",
+        db.log_text()
+    );
+    assert_eq!(x.links(), 0);
+    assert_eq!(f.links(), 0);
+    // A genuine peer is accepted, so the refusals above are not a broken link.
+    let a2 = TestNode::init(dir.path(), "a2", Some(&share), "epidemic");
+    a2.set_peers(&[b.addr()]);
+    let da2 = a2.start();
+    assert!(wait_until(SETTLE, || b.links() == 1), "{}", db.log_text());
+    da2.stop();
+    df.stop();
+    db.stop();
+    dx.stop();
+}
+
+/// A → B → C → D where only neighbours ever connect, and links come and go: the line
+/// comes up from D's end one contact at a time (so PRoPHET learns who meets whom),
+/// then D leaves, A sends to D, A and B leave, and only then D comes back to meet C.
+/// The bundle is created after D left and A is gone before D returns.
+fn line_delivery(policy: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, policy);
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), policy);
+    let c = TestNode::init(dir.path(), "c", Some(&share), policy);
+    let d = TestNode::init(dir.path(), "d", Some(&share), policy);
+    b.set_peers(&[a.addr()]);
+    c.set_peers(&[b.addr()]);
+    d.set_peers(&[c.addr()]);
+    if policy == "static" {
+        a.add_route(&d.node.id, &b.node.id);
+        b.add_route(&d.node.id, &c.node.id);
+        c.add_route(&d.node.id, &d.node.id);
+    }
+    let dd = d.start();
+    let dc = c.start();
+    assert!(wait_until(SETTLE, || c.links() == 1));
+    let db = b.start();
+    assert!(wait_until(SETTLE, || b.links() == 1));
+    let da = a.start();
+    assert!(wait_until(SETTLE, || b.links() == 2 && c.links() == 2));
+    dd.stop();
+    assert!(wait_until(SETTLE, || c.links() == 1));
+
+    let data = payload(3_000, 9);
+    let id = a.send(&d.node.id, &["--lifetime", "1h"], &data);
+    assert!(
+        wait_until(SETTLE, || c.stored_ids().contains(&id)),
+        "{policy}: C never got it:\n{}\n{}",
+        db.log_text(),
+        dc.log_text()
+    );
+    da.stop();
+    db.stop();
+    let dd = d.start();
+    let got = d.recv(30, &dir.path().join("d-in"));
+    assert_eq!(got.len(), 1, "{policy}: D got nothing:\n{}", dd.log_text());
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == data);
+    dd.stop();
+    dc.stop();
+}
+
+#[test]
+fn epidemic_delivers_across_a_line() {
+    line_delivery("epidemic");
+}
+
+#[test]
+fn spray_and_wait_delivers_across_a_line() {
+    line_delivery("spray-and-wait");
+}
+
+#[test]
+fn prophet_delivers_across_a_line() {
+    line_delivery("prophet");
+}
+
+#[test]
+fn static_routes_deliver_across_a_line() {
+    line_delivery("static");
+}
+
+/// Direct delivery hands a bundle only to its destination: it reaches a neighbour,
+/// and across a line it stays with the source until source and destination meet.
+#[test]
+fn direct_delivery_waits_for_the_destination() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "direct");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "direct");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "direct");
+    b.set_peers(&[a.addr()]);
+    let da = a.start();
+    let db = b.start();
+    assert!(wait_until(SETTLE, || a.links() == 1));
+    let id = a.send(&c.node.id, &["--lifetime", "1h"], b"for c");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !b.stored_ids().contains(&id),
+        "direct delivery handed it to a relay"
+    );
+    db.stop();
+    // C meets A: delivered.
+    c.set_peers(&[a.addr()]);
+    let dc = c.start();
+    let got = c.recv(30, &dir.path().join("c-in"));
+    assert_eq!(got.len(), 1, "{}", dc.log_text());
+    assert_eq!(got[0].0, id);
+    dc.stop();
+    da.stop();
+}
