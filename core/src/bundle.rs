@@ -21,6 +21,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{crc8, put_varint, varint_len, CodecError, Reader};
 use crate::id::{BundleId, NodeHash, NodeId, NODE_HASH_LEN};
 use crate::realm::{RealmTag, REALM_TAG_LEN};
 use crate::time::DtnTime;
@@ -237,6 +238,15 @@ pub enum DecodeError {
     TrailingBytes(usize),
 }
 
+impl From<CodecError> for DecodeError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Truncated(w) => Self::Truncated(w),
+            CodecError::BadVarint(w) | CodecError::TooMany(w) => Self::BadVarint(w),
+        }
+    }
+}
+
 /// A decoded bundle: the signed bytes and signature as received, their parsed
 /// header, and the routing envelope.
 #[derive(Clone, PartialEq, Eq)]
@@ -261,104 +271,6 @@ impl std::fmt::Debug for Bundle {
             .field("ciphertext_len", &self.ciphertext().len())
             .finish()
     }
-}
-
-// ---- primitive writers and readers (postcard encoding) ----
-
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-pub(crate) fn varint_len(v: u64) -> usize {
-    let bits = 64 - v.leading_zeros() as usize;
-    bits.max(1).div_ceil(7)
-}
-
-/// A bounds-checked cursor over outside bytes.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    pub(crate) fn pos(&self) -> usize {
-        self.pos
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        if self.remaining() < n {
-            return Err(DecodeError::Truncated(what));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<[u8; N], DecodeError> {
-        let s = self.take(N, what)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(s);
-        Ok(a)
-    }
-
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    /// Canonical postcard varint: at most 10 bytes, no redundant trailing zero group.
-    pub(crate) fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut v: u64 = 0;
-        for i in 0..10u32 {
-            let b = self.u8(what)?;
-            let low = u64::from(b & 0x7f);
-            if i == 9 && (b & 0xfe) != 0 {
-                return Err(DecodeError::BadVarint(what));
-            }
-            v |= low << (7 * i);
-            if b & 0x80 == 0 {
-                if i > 0 && b == 0 {
-                    return Err(DecodeError::BadVarint(what));
-                }
-                return Ok(v);
-            }
-        }
-        Err(DecodeError::BadVarint(what))
-    }
-}
-
-/// CRC-8/AUTOSAR (poly 0x2F, init 0xFF, xorout 0xFF); detects every single-bit error.
-pub(crate) fn crc8(data: &[u8]) -> u8 {
-    let mut crc: u8 = 0xff;
-    for &b in data {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x2f
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc ^ 0xff
 }
 
 impl Header {
@@ -646,56 +558,5 @@ impl Bundle {
             (None, _, Some(age)) => age >= u64::from(self.header.lifetime),
             _ => false,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints_are_canonical() {
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            300,
-            16_383,
-            16_384,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
-            let mut r = Reader::new(&out);
-            assert_eq!(r.varint("x").unwrap(), v);
-            assert_eq!(r.remaining(), 0);
-        }
-        // Overlong encodings of 0 and 1 are refused.
-        assert!(Reader::new(&[0x80, 0x00]).varint("x").is_err());
-        assert!(Reader::new(&[0x81, 0x00]).varint("x").is_err());
-        // Too long for u64.
-        assert!(Reader::new(&[0xff; 11]).varint("x").is_err());
-        assert!(
-            Reader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
-                .varint("x")
-                .is_err()
-        );
-        assert!(Reader::new(&[0x80]).varint("x").is_err());
-    }
-
-    #[test]
-    fn crc8_detects_single_bit_flips() {
-        let data = [3u8, 0x81, 0x01];
-        let c = crc8(&data);
-        for i in 0..data.len() * 8 {
-            let mut d = data;
-            d[i / 8] ^= 1 << (i % 8);
-            assert_ne!(crc8(&d), c);
-        }
-        // CRC-8/AUTOSAR check value.
-        assert_eq!(crc8(b"123456789"), 0xdf);
     }
 }

@@ -25,9 +25,10 @@ use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::bundle::{
-    put_varint, varint_len, Bundle, DecodeError, Destination, Envelope, Header, Limits,
-    PayloadKind, Priority, Reader, AEAD_TAG_LEN, MAX_ENDPOINT_LEN, SIGNATURE_LEN,
+    Bundle, DecodeError, Destination, Envelope, Header, Limits, PayloadKind, Priority,
+    AEAD_TAG_LEN, MAX_ENDPOINT_LEN, SIGNATURE_LEN,
 };
+use crate::codec::{put_varint, varint_len, Reader};
 use crate::id::{NodeHash, NodeId};
 use crate::identity::{x25519_public_of, Identity};
 use crate::realm::{Realm, RealmTag};

@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod codec;
 pub mod crypto;
 pub mod id;
 pub mod identity;

@@ -391,7 +391,7 @@ async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>)
     tracing::info!(
         node = %keyring.node_id().short(),
         quic_port = listen.port(),
-        api = %api_addr,
+        api_port = api_addr.port(),
         realms = keyring.realms().len(),
         "ferry node running"
     );

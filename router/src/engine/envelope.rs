@@ -7,7 +7,7 @@
 //! sending a stored bundle costs the one copy the store hands out. It is checked
 //! against `ferry-core`'s codec by property tests.
 
-use super::frame::put_varint;
+use ferry_core::codec::{crc8, put_varint};
 
 const FLAG_DEST_MASK: u8 = 0b0000_1100;
 const FLAG_CREATED: u8 = 0b0001_0000;
@@ -100,22 +100,6 @@ pub fn read_envelope(bytes: &[u8]) -> Result<EnvelopeInfo, EnvelopeError> {
         hop_limit,
         age,
     })
-}
-
-/// CRC-8/AUTOSAR (poly 0x2F, init 0xFF, xorout 0xFF), as the envelope uses.
-fn crc8(data: &[u8]) -> u8 {
-    let mut crc: u8 = 0xff;
-    for &b in data {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x2f
-            } else {
-                crc << 1
-            };
-        }
-    }
-    crc ^ 0xff
 }
 
 /// Turns stored bundle bytes into the bytes to forward: one more hop and, for a

@@ -232,96 +232,17 @@ const M_IDLIST: u8 = 2;
 
 const BOUND_INFINITY: u8 = 0xff;
 
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
+pub(crate) use ferry_core::codec::{put_varint, varint_len, Reader};
+
+impl From<ferry_core::codec::CodecError> for FrameError {
+    fn from(e: ferry_core::codec::CodecError) -> Self {
+        use ferry_core::codec::CodecError;
+        match e {
+            CodecError::Truncated(w) => Self::Truncated(w),
+            CodecError::BadVarint(w) => Self::BadVarint(w),
+            CodecError::TooMany(w) => Self::CountTooLarge(w),
+            _ => Self::BadVarint("frame"),
         }
-        out.push(byte | 0x80);
-    }
-}
-
-/// Encoded length of a varint.
-pub(crate) fn varint_len(v: u64) -> usize {
-    let bits = 64 - v.leading_zeros() as usize;
-    bits.max(1).div_ceil(7)
-}
-
-/// A bounds-checked cursor over outside bytes.
-pub(crate) struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    pub(crate) fn new(buf: &'a [u8]) -> Self {
-        Self { buf, pos: 0 }
-    }
-
-    pub(crate) fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-
-    pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], FrameError> {
-        if self.remaining() < n {
-            return Err(FrameError::Truncated(what));
-        }
-        let s = &self.buf[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    pub(crate) fn array<const N: usize>(
-        &mut self,
-        what: &'static str,
-    ) -> Result<[u8; N], FrameError> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N, what)?);
-        Ok(a)
-    }
-
-    pub(crate) fn u8(&mut self, what: &'static str) -> Result<u8, FrameError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    /// Canonical varint: at most 10 bytes, no redundant final zero group.
-    pub(crate) fn varint(&mut self, what: &'static str) -> Result<u64, FrameError> {
-        let mut v: u64 = 0;
-        for i in 0..10u32 {
-            let b = self.u8(what)?;
-            if i == 9 && (b & 0xfe) != 0 {
-                return Err(FrameError::BadVarint(what));
-            }
-            v |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if i > 0 && b == 0 {
-                    return Err(FrameError::BadVarint(what));
-                }
-                return Ok(v);
-            }
-        }
-        Err(FrameError::BadVarint(what))
-    }
-
-    pub(crate) fn u32_varint(&mut self, what: &'static str) -> Result<u32, FrameError> {
-        u32::try_from(self.varint(what)?).map_err(|_| FrameError::BadVarint(what))
-    }
-
-    /// A count of items of `item_len` bytes each that must fit in what is left.
-    pub(crate) fn count(
-        &mut self,
-        item_len: usize,
-        what: &'static str,
-    ) -> Result<usize, FrameError> {
-        let n = self.varint(what)?;
-        let n = usize::try_from(n).map_err(|_| FrameError::CountTooLarge(what))?;
-        if n.checked_mul(item_len).is_none_or(|b| b > self.remaining()) {
-            return Err(FrameError::CountTooLarge(what));
-        }
-        Ok(n)
     }
 }
 
