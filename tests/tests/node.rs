@@ -525,3 +525,68 @@ fn direct_delivery_waits_for_the_destination() {
     dc.stop();
     da.stop();
 }
+
+/// Sets `[discovery]` in ferry.toml: beacons on `listen`, sent to `targets`.
+fn set_discovery(n: &TestNode, listen: u16, targets: &[u16]) {
+    let path = n.config_path();
+    let text = std::fs::read_to_string(&path).expect("read config");
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|p| format!("\"127.0.0.1:{p}\""))
+        .collect();
+    let mut out = Vec::new();
+    let mut in_discovery = false;
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_discovery = line == "[discovery]";
+        }
+        let line = if in_discovery && line.starts_with("enabled = ") {
+            "enabled = true".to_owned()
+        } else if in_discovery && line.starts_with("listen = ") {
+            format!("listen = \"127.0.0.1:{listen}\"")
+        } else if in_discovery && line.starts_with("targets = ") {
+            format!("targets = [{}]", targets.join(", "))
+        } else if in_discovery && line.starts_with("interval_secs = ") {
+            "interval_secs = 1".to_owned()
+        } else {
+            line.to_owned()
+        };
+        out.push(line);
+    }
+    std::fs::write(&path, out.join("\n") + "\n").expect("write config");
+}
+
+/// Nodes with no configured peers find each other by signed LAN beacons (sent here to
+/// each other's 127.0.0.1 beacon port), deliver, and ignore a node of another realm.
+#[test]
+fn lan_discovery_links_nodes_of_the_realm_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let f = TestNode::init(dir.path(), "f", Some("valley"), "epidemic");
+    let (pa, pb, pf) = (free_port(), free_port(), free_port());
+    set_discovery(&a, pa, &[pb, pf]);
+    set_discovery(&b, pb, &[pa, pf]);
+    set_discovery(&f, pf, &[pa, pb]);
+    let da = a.start();
+    let db = b.start();
+    let df = f.start();
+    assert!(
+        wait_until(SETTLE, || a.links() == 1 && b.links() == 1),
+        "no link by discovery:\n{}\n{}",
+        da.log_text(),
+        db.log_text()
+    );
+    let id = a.send(&b.node.id, &["--lifetime", "1h"], b"found you");
+    let got = b.recv(20, &dir.path().join("b-in"));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, id);
+    // Several beacon intervals later the foreign node is still alone.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(f.links(), 0, "{}", df.log_text());
+    assert_eq!(a.links(), 1);
+    df.stop();
+    db.stop();
+    da.stop();
+}
