@@ -128,6 +128,7 @@ pub use record::{decode_record, RecordError};
 pub use store::{CustodyStore, IdPage};
 pub use types::{
     BundleMeta, CustodyState, DestinationCursor, InsertOutcome, NewRecord, Page, PriorityCursor,
-    QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingMeta, StoreConfig, StoreStats,
-    DEFAULT_MAX_BYTES, DEFAULT_MAX_COUNT, MAX_HOLDERS, MAX_PAGE_LIMIT,
+    QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingEdit, RoutingMeta, StoreConfig,
+    StoreStats, WriteOp, WriteOutcome, DEFAULT_MAX_BYTES, DEFAULT_MAX_COUNT, MAX_HOLDERS,
+    MAX_PAGE_LIMIT,
 };

@@ -48,7 +48,7 @@ use crate::store::{CustodyStore, IdPage};
 use crate::types::{
     page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
     PriorityCursor, QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingMeta, StoreConfig,
-    StoreStats,
+    StoreStats, WriteOp, WriteOutcome,
 };
 
 /// On-disk format version written to the `state` table.
@@ -108,6 +108,13 @@ enum SlotRead {
     Missing,
     Ok(RecordInfo),
     Corrupt(String),
+}
+
+/// What a routing update inside a transaction found.
+enum Updated {
+    Ok(RoutingMeta),
+    NotFound,
+    Quarantined(String),
 }
 
 /// Pre-allocation of the data file (see [`LmdbStore::set_preallocation`]).
@@ -472,6 +479,168 @@ impl LmdbStore {
         Err(StoreError::Quarantined { id: *id, reason })
     }
 
+    /// One insert inside a write transaction: duplicates, validation and quotas
+    /// as in `insert_batch`, against what the transaction holds so far.
+    fn insert_in(
+        &self,
+        txn: &mut RwTxn<'_>,
+        dbs: &Dbs,
+        r: &NewRecord,
+    ) -> Result<InsertOutcome, StoreError> {
+        let map_size = self.map_size;
+        let err = self.err();
+        validate_routing(&r.id, &r.meta.routing)?;
+        match self.slot_of(txn, &r.id)? {
+            Some((_, 0)) => {
+                return Ok(InsertOutcome::Duplicate {
+                    still_stored: false,
+                })
+            }
+            Some((_, slot)) if dbs.meta.get(txn, &slot_key(slot)).map_err(&err)?.is_some() => {
+                return Ok(InsertOutcome::Duplicate { still_stored: true })
+            }
+            // Never stored, or its stored copy was quarantined: store it.
+            _ => {}
+        }
+        let count = dbs.meta.len(txn).map_err(&err)?;
+        let q_count = dbs.quarantine.len(txn).map_err(&err)?;
+        let bytes = get_u64(&dbs.state, txn, K_BYTES)?.unwrap_or(0);
+        let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
+        let size = r.bytes.len() as u64;
+        check_quota(
+            QuotaKind::Count,
+            self.config.max_count,
+            count.saturating_add(q_count),
+            1,
+        )?;
+        check_quota(
+            QuotaKind::Bytes,
+            self.config.max_bytes,
+            bytes.saturating_add(q_bytes),
+            size,
+        )?;
+        let slot = get_u64(&dbs.state, txn, K_NEXT_SLOT)?.unwrap_or(1);
+        put_record(dbs, txn, r, slot, map_size)?;
+        let next = slot
+            .checked_add(1)
+            .ok_or(StoreError::Corrupt("insertion numbers exhausted".into()))?;
+        put_u64(&dbs.state, txn, K_NEXT_SLOT, next, map_size)?;
+        put_u64(
+            &dbs.state,
+            txn,
+            K_BYTES,
+            bytes.saturating_add(size),
+            map_size,
+        )?;
+        Ok(InsertOutcome::Inserted)
+    }
+
+    /// `remove` inside a write transaction.
+    fn remove_in(&self, txn: &mut RwTxn<'_>, dbs: &Dbs, id: &BundleId) -> Result<bool, StoreError> {
+        let map_size = self.map_size;
+        let Some((t, slot)) = self.slot_of(txn, id)? else {
+            return Ok(false);
+        };
+        if slot == 0 {
+            return Ok(false);
+        }
+        match self.read_info(txn, slot)? {
+            SlotRead::Missing => Ok(false),
+            SlotRead::Ok(info) if info.id == *id => {
+                delete_record(dbs, txn, &info, map_size)?;
+                Ok(true)
+            }
+            SlotRead::Ok(info) => {
+                let reason = format!("metadata names bundle {} instead", info.id);
+                removed_corrupt(dbs, txn, id, t, slot, reason, map_size)
+            }
+            SlotRead::Corrupt(reason) => removed_corrupt(dbs, txn, id, t, slot, reason, map_size),
+        }
+    }
+
+    /// A routing update inside a write transaction; an unreadable record is
+    /// quarantined (in the same transaction).
+    fn update_in(
+        &self,
+        txn: &mut RwTxn<'_>,
+        dbs: &Dbs,
+        id: &BundleId,
+        update: &mut dyn FnMut(&mut RoutingMeta),
+    ) -> Result<Updated, StoreError> {
+        let map_size = self.map_size;
+        let err = self.err();
+        let Some((_, slot)) = self.slot_of(txn, id)? else {
+            return Ok(Updated::NotFound);
+        };
+        if slot == 0 {
+            return Ok(Updated::NotFound);
+        }
+        let mut info = match self.read_info(txn, slot)? {
+            SlotRead::Missing => {
+                return Ok(match self.quarantine_reason(txn, slot)? {
+                    Some(reason) => Updated::Quarantined(reason),
+                    None => Updated::NotFound,
+                })
+            }
+            SlotRead::Ok(info) if info.id == *id => info,
+            SlotRead::Ok(info) => {
+                let reason = format!("metadata names bundle {} instead", info.id);
+                let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
+                return Ok(Updated::Quarantined(e.map(|e| e.reason).unwrap_or(reason)));
+            }
+            SlotRead::Corrupt(reason) => {
+                let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
+                return Ok(Updated::Quarantined(e.map(|e| e.reason).unwrap_or(reason)));
+            }
+        };
+        update(&mut info.meta.routing);
+        validate_routing(id, &info.meta.routing)?;
+        let enc = encode_record(&info).map_err(StoreError::Encode)?;
+        dbs.meta.put(txn, &slot_key(slot), &enc).map_err(&err)?;
+        Ok(Updated::Ok(info.meta.routing))
+    }
+
+    /// `mark_seen` inside a write transaction.
+    fn mark_seen_in(
+        &self,
+        txn: &mut RwTxn<'_>,
+        dbs: &Dbs,
+        id: &BundleId,
+        time: u64,
+    ) -> Result<(), StoreError> {
+        let err = self.err();
+        let (old, slot) = match self.slot_of(txn, id)? {
+            None => (None, 0),
+            Some((t, slot)) => (Some(t), slot),
+        };
+        let stored = slot != 0 && dbs.meta.get(txn, &slot_key(slot)).map_err(&err)?.is_some();
+        if stored {
+            // The record's seen time only matters once it is removed.
+            if old.is_some_and(|t| time > t) {
+                dbs.ids
+                    .put(txn, &id.0, &id_value(time, slot))
+                    .map_err(&err)?;
+            }
+            return Ok(());
+        }
+        // A tombstone, an id whose stored copy was quarantined, or a new id.
+        let new_time = match old {
+            Some(t) if slot == 0 && t >= time => return Ok(()),
+            Some(t) => {
+                dbs.seen.delete(txn, &seen_key(t, id)).map_err(&err)?;
+                t.max(time)
+            }
+            None => time,
+        };
+        dbs.ids
+            .put(txn, &id.0, &id_value(new_time, 0))
+            .map_err(&err)?;
+        dbs.seen
+            .put(txn, &seen_key(new_time, id), &[])
+            .map_err(&err)?;
+        Ok(())
+    }
+
     /// One page of an index whose keys end with the insertion number. `start` and
     /// `end` bound the keys; `make` turns a key into the page's cursor.
     fn scan_index<C>(
@@ -658,6 +827,65 @@ fn quarantine_slot(
     }))
 }
 
+/// Writes a new record at `slot` (the next insertion number) with its index
+/// entries; the caller checked duplicates and quotas and advances the counters.
+fn put_record(
+    dbs: &Dbs,
+    txn: &mut RwTxn<'_>,
+    r: &NewRecord,
+    slot: u64,
+    map_size: usize,
+) -> Result<(), StoreError> {
+    let err = lmdb_err(map_size);
+    let info = RecordInfo {
+        id: r.id,
+        insertion: slot,
+        size: r.bytes.len() as u64,
+        meta: r.meta.clone(),
+    };
+    let key = slot_key(slot);
+    let enc = encode_record(&info).map_err(StoreError::Encode)?;
+    // Insertion numbers only grow, so `meta` and `blob` are appended to:
+    // MDB_APPEND fills pages instead of splitting them in half, and fails
+    // (rather than overwrites) should the counter ever be behind.
+    dbs.meta
+        .put_with_flags(txn, PutFlags::APPEND, &key, &enc)
+        .map_err(append_err(map_size))?;
+    if r.bytes.len() <= APPEND_COPY_MAX {
+        let blob = encode_blob(&r.bytes);
+        dbs.blob
+            .put_with_flags(txn, PutFlags::APPEND, &key, &blob)
+            .map_err(append_err(map_size))?;
+    } else {
+        // Large bundles go to overflow pages (no leaf splitting to avoid)
+        // and are written in place, without a copy.
+        let header = write_blob_header(&r.bytes);
+        dbs.blob
+            .put_reserved(txn, &key, blob_len(r.bytes.len()), |space| {
+                use std::io::Write;
+                space.write_all(&header)?;
+                space.write_all(&r.bytes)
+            })
+            .map_err(&err)?;
+    }
+    let m = &info.meta;
+    dbs.prio
+        .put(txn, &prio_key(inv_priority(m.priority), slot), &[])
+        .map_err(&err)?;
+    dbs.dest
+        .put(txn, &dest_key(&m.destination, slot), &[])
+        .map_err(&err)?;
+    if let Some(e) = m.expires_at {
+        dbs.expiry
+            .put(txn, &expiry_key(e, slot), &[])
+            .map_err(&err)?;
+    }
+    dbs.ids
+        .put(txn, &r.id.0, &id_value(seen_time(m), slot))
+        .map_err(&err)?;
+    Ok(())
+}
+
 /// Deletes a readable record and its index entries, leaving its id as a seen-set
 /// tombstone.
 fn delete_record(
@@ -770,52 +998,7 @@ impl CustodyStore for LmdbStore {
                 if *o != InsertOutcome::Inserted {
                     continue;
                 }
-                let info = RecordInfo {
-                    id: r.id,
-                    insertion: slot,
-                    size: r.bytes.len() as u64,
-                    meta: r.meta.clone(),
-                };
-                let key = slot_key(slot);
-                let enc = encode_record(&info).map_err(StoreError::Encode)?;
-                // Insertion numbers only grow, so `meta` and `blob` are appended to:
-                // MDB_APPEND fills pages instead of splitting them in half, and fails
-                // (rather than overwrites) should the counter ever be behind.
-                dbs.meta
-                    .put_with_flags(txn, PutFlags::APPEND, &key, &enc)
-                    .map_err(append_err(map_size))?;
-                if r.bytes.len() <= APPEND_COPY_MAX {
-                    let blob = encode_blob(&r.bytes);
-                    dbs.blob
-                        .put_with_flags(txn, PutFlags::APPEND, &key, &blob)
-                        .map_err(append_err(map_size))?;
-                } else {
-                    // Large bundles go to overflow pages (no leaf splitting to avoid)
-                    // and are written in place, without a copy.
-                    let header = write_blob_header(&r.bytes);
-                    dbs.blob
-                        .put_reserved(txn, &key, blob_len(r.bytes.len()), |space| {
-                            use std::io::Write;
-                            space.write_all(&header)?;
-                            space.write_all(&r.bytes)
-                        })
-                        .map_err(&err)?;
-                }
-                let m = &info.meta;
-                dbs.prio
-                    .put(txn, &prio_key(inv_priority(m.priority), slot), &[])
-                    .map_err(&err)?;
-                dbs.dest
-                    .put(txn, &dest_key(&m.destination, slot), &[])
-                    .map_err(&err)?;
-                if let Some(e) = m.expires_at {
-                    dbs.expiry
-                        .put(txn, &expiry_key(e, slot), &[])
-                        .map_err(&err)?;
-                }
-                dbs.ids
-                    .put(txn, &r.id.0, &id_value(seen_time(m), slot))
-                    .map_err(&err)?;
+                put_record(dbs, txn, r, slot, map_size)?;
                 slot = slot
                     .checked_add(1)
                     .ok_or(StoreError::Corrupt("insertion numbers exhausted".into()))?;
@@ -854,29 +1037,7 @@ impl CustodyStore for LmdbStore {
     }
 
     fn remove(&self, id: &BundleId) -> Result<bool, StoreError> {
-        let map_size = self.map_size;
-        self.write(0, |txn, dbs| {
-            let Some((t, slot)) = self.slot_of(txn, id)? else {
-                return Ok(false);
-            };
-            if slot == 0 {
-                return Ok(false);
-            }
-            match self.read_info(txn, slot)? {
-                SlotRead::Missing => Ok(false),
-                SlotRead::Ok(info) if info.id == *id => {
-                    delete_record(dbs, txn, &info, map_size)?;
-                    Ok(true)
-                }
-                SlotRead::Ok(info) => {
-                    let reason = format!("metadata names bundle {} instead", info.id);
-                    removed_corrupt(dbs, txn, id, t, slot, reason, map_size)
-                }
-                SlotRead::Corrupt(reason) => {
-                    removed_corrupt(dbs, txn, id, t, slot, reason, map_size)
-                }
-            }
-        })
+        self.write(0, |txn, dbs| self.remove_in(txn, dbs, id))
     }
 
     fn update_routing(
@@ -884,44 +1045,17 @@ impl CustodyStore for LmdbStore {
         id: &BundleId,
         update: &mut dyn FnMut(&mut RoutingMeta),
     ) -> Result<RoutingMeta, StoreError> {
-        let map_size = self.map_size;
-        let err = self.err();
         // A record found unreadable is quarantined in a committed transaction and
         // reported after it, so the quarantine is not rolled back with the update.
-        let result = self.write(0, |txn, dbs| {
-            let Some((_, slot)) = self.slot_of(txn, id)? else {
-                return Err(StoreError::NotFound { id: *id });
-            };
-            if slot == 0 {
-                return Err(StoreError::NotFound { id: *id });
+        self.write(0, |txn, dbs| {
+            match self.update_in(txn, dbs, id, update)? {
+                Updated::Ok(r) => Ok(Ok(r)),
+                Updated::NotFound => Err(StoreError::NotFound { id: *id }),
+                Updated::Quarantined(reason) => {
+                    Ok(Err(StoreError::Quarantined { id: *id, reason }))
+                }
             }
-            let mut info = match self.read_info(txn, slot)? {
-                SlotRead::Missing => {
-                    return match self.quarantine_reason(txn, slot)? {
-                        Some(reason) => Ok(Err(StoreError::Quarantined { id: *id, reason })),
-                        None => Err(StoreError::NotFound { id: *id }),
-                    }
-                }
-                SlotRead::Ok(info) if info.id == *id => info,
-                SlotRead::Ok(info) => {
-                    let reason = format!("metadata names bundle {} instead", info.id);
-                    let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
-                    let reason = e.map(|e| e.reason).unwrap_or(reason);
-                    return Ok(Err(StoreError::Quarantined { id: *id, reason }));
-                }
-                SlotRead::Corrupt(reason) => {
-                    let e = quarantine_slot(dbs, txn, slot, Some(*id), reason.clone(), map_size)?;
-                    let reason = e.map(|e| e.reason).unwrap_or(reason);
-                    return Ok(Err(StoreError::Quarantined { id: *id, reason }));
-                }
-            };
-            update(&mut info.meta.routing);
-            validate_routing(id, &info.meta.routing)?;
-            let enc = encode_record(&info).map_err(StoreError::Encode)?;
-            dbs.meta.put(txn, &slot_key(slot), &enc).map_err(&err)?;
-            Ok(Ok(info.meta.routing))
-        })?;
-        result
+        })?
     }
 
     fn by_priority(
@@ -1060,38 +1194,43 @@ impl CustodyStore for LmdbStore {
     }
 
     fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError> {
-        let err = self.err();
-        self.write(64, |txn, dbs| {
-            let (old, slot) = match self.slot_of(txn, id)? {
-                None => (None, 0),
-                Some((t, slot)) => (Some(t), slot),
-            };
-            let stored = slot != 0 && dbs.meta.get(txn, &slot_key(slot)).map_err(&err)?.is_some();
-            if stored {
-                // The record's seen time only matters once it is removed.
-                if old.is_some_and(|t| time > t) {
-                    dbs.ids
-                        .put(txn, &id.0, &id_value(time, slot))
-                        .map_err(&err)?;
+        self.write(64, |txn, dbs| self.mark_seen_in(txn, dbs, id, time))
+    }
+
+    fn apply_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let grow: u64 = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Insert(r) => {
+                    r.bytes.len() as u64 + 256 + 8 * r.meta.routing.holders.len() as u64
                 }
-                return Ok(());
+                _ => 64,
+            })
+            .sum();
+        self.write(grow, |txn, dbs| {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(match op {
+                    WriteOp::Insert(r) => WriteOutcome::Inserted(self.insert_in(txn, dbs, r)?),
+                    WriteOp::Remove(id) => WriteOutcome::Removed(self.remove_in(txn, dbs, id)?),
+                    WriteOp::Update(id, edit) => {
+                        match self.update_in(txn, dbs, id, &mut |r| edit.apply(r))? {
+                            Updated::Ok(r) => WriteOutcome::Updated(Some(r)),
+                            Updated::NotFound | Updated::Quarantined(_) => {
+                                WriteOutcome::Updated(None)
+                            }
+                        }
+                    }
+                    WriteOp::MarkSeen(id, t) => {
+                        self.mark_seen_in(txn, dbs, id, *t)?;
+                        WriteOutcome::MarkedSeen
+                    }
+                });
             }
-            // A tombstone, an id whose stored copy was quarantined, or a new id.
-            let new_time = match old {
-                Some(t) if slot == 0 && t >= time => return Ok(()),
-                Some(t) => {
-                    dbs.seen.delete(txn, &seen_key(t, id)).map_err(&err)?;
-                    t.max(time)
-                }
-                None => time,
-            };
-            dbs.ids
-                .put(txn, &id.0, &id_value(new_time, 0))
-                .map_err(&err)?;
-            dbs.seen
-                .put(txn, &seen_key(new_time, id), &[])
-                .map_err(&err)?;
-            Ok(())
+            Ok(out)
         })
     }
 
@@ -1558,6 +1697,51 @@ mod tests {
         // Both were counted out exactly (their blobs were intact).
         assert_eq!(s.stats().unwrap().bytes, 0);
         assert_eq!(s.stats().unwrap().count, 0);
+    }
+
+    #[test]
+    fn a_batch_quarantines_what_it_finds_unreadable_and_commits_the_rest() {
+        use crate::types::{RoutingEdit, WriteOp, WriteOutcome};
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+            s.insert_batch(&[
+                rec(1, NODE_A, None),
+                rec(2, NODE_A, None),
+                rec(3, NODE_A, None),
+            ])
+            .unwrap();
+            clobber(&s, s.dbs.meta, &slot_key(slot(&s, 1)), b"junk");
+            clobber(&s, s.dbs.meta, &slot_key(slot(&s, 2)), b"junk");
+            let out = s
+                .apply_batch(&[
+                    WriteOp::Update(id(1), RoutingEdit::SpendCopies(1)),
+                    WriteOp::Remove(id(2)),
+                    WriteOp::Update(id(3), RoutingEdit::SpendCopies(1)),
+                    WriteOp::Insert(rec(4, NODE_A, None)),
+                ])
+                .unwrap();
+            assert_eq!(out[0], WriteOutcome::Updated(None));
+            assert_eq!(out[1], WriteOutcome::Removed(true));
+            assert_eq!(out[3], WriteOutcome::Inserted(InsertOutcome::Inserted));
+        }
+        // Committed durably, as one transaction.
+        let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+        assert_eq!(s.quarantined(None, 10).unwrap().len(), 2);
+        assert!(matches!(s.get(&id(1)), Err(StoreError::Quarantined { .. })));
+        assert!(s.is_seen(&id(2)).unwrap() && !s.contains(&id(2)).unwrap());
+        assert_eq!(
+            s.get_info(&id(3))
+                .unwrap()
+                .unwrap()
+                .meta
+                .routing
+                .copies_left,
+            1
+        );
+        assert!(s.contains(&id(4)).unwrap());
+        let st = s.stats().unwrap();
+        assert_eq!((st.count, st.bytes), (2, 103 + 104));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! [`MemStore`]: the in-memory store for the simulator and tests.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -12,6 +12,7 @@ use crate::store::{CustodyStore, IdPage};
 use crate::types::{
     page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
     PriorityCursor, QuarantineEntry, Record, RecordInfo, RoutingMeta, StoreConfig, StoreStats,
+    WriteOp, WriteOutcome,
 };
 
 #[derive(Debug)]
@@ -102,6 +103,104 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Stores a record the caller checked (not a duplicate, within quotas, valid).
+    fn put(&mut self, r: &NewRecord) {
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let info = RecordInfo {
+            id: r.id,
+            insertion: slot,
+            size: r.bytes.len() as u64,
+            meta: r.meta.clone(),
+        };
+        self.prio.insert((inv_priority(info.meta.priority), slot));
+        self.dest
+            .insert((dest_prefix(&info.meta.destination), slot));
+        if let Some(e) = info.meta.expires_at {
+            self.expiry.insert((e, slot));
+        }
+        self.ids.insert(r.id, (seen_time(&info.meta), slot));
+        self.bytes += info.size;
+        self.records.insert(slot, (info, r.bytes.clone()));
+    }
+
+    fn remove_id(&mut self, id: &BundleId) -> bool {
+        match self.stored_slot(id) {
+            Some(slot) => self.remove_slot(slot).is_some(),
+            None => false,
+        }
+    }
+
+    fn mark_seen(&mut self, id: &BundleId, time: u64) {
+        match self.ids.get(id).copied() {
+            Some((t, slot)) if time > t => {
+                self.ids.insert(*id, (time, slot));
+                if slot == 0 {
+                    self.seen_exp.remove(&(t, *id));
+                    self.seen_exp.insert((time, *id));
+                }
+            }
+            Some(_) => {}
+            None => {
+                self.ids.insert(*id, (time, 0));
+                self.seen_exp.insert((time, *id));
+            }
+        }
+    }
+
+    /// Checks that `ops` would succeed (only inserts can fail: an invalid record, a
+    /// quota), following what the earlier ops of the batch do, without changing
+    /// anything.
+    fn dry_run(&self, config: &StoreConfig, ops: &[WriteOp]) -> Result<(), StoreError> {
+        let (mut count, mut bytes) = (self.records.len() as u64, self.bytes);
+        // Stored by this batch (and still stored), with their sizes; removed by it;
+        // newly marked seen by it.
+        let mut added: HashMap<BundleId, u64> = HashMap::new();
+        let mut gone: HashSet<BundleId> = HashSet::new();
+        let mut marked: HashSet<BundleId> = HashSet::new();
+        for op in ops {
+            match op {
+                WriteOp::Insert(r) => {
+                    validate_routing(&r.id, &r.meta.routing)?;
+                    let seen = added.contains_key(&r.id)
+                        || gone.contains(&r.id)
+                        || marked.contains(&r.id)
+                        || self.ids.contains_key(&r.id);
+                    if !seen {
+                        let size = r.bytes.len() as u64;
+                        check_quota(QuotaKind::Count, config.max_count, count, 1)?;
+                        check_quota(QuotaKind::Bytes, config.max_bytes, bytes, size)?;
+                        count += 1;
+                        bytes += size;
+                        added.insert(r.id, size);
+                    }
+                }
+                WriteOp::Remove(id) => {
+                    if let Some(size) = added.remove(id) {
+                        count -= 1;
+                        bytes -= size;
+                        gone.insert(*id);
+                    } else if !gone.contains(id) {
+                        if let Some((info, _)) =
+                            self.stored_slot(id).and_then(|s| self.records.get(&s))
+                        {
+                            count -= 1;
+                            bytes = bytes.saturating_sub(info.size);
+                            gone.insert(*id);
+                        }
+                    }
+                }
+                WriteOp::MarkSeen(id, _) => {
+                    marked.insert(*id);
+                }
+                WriteOp::Update(..) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
 impl CustodyStore for MemStore {
     fn insert_batch(&self, records: &[NewRecord]) -> Result<Vec<InsertOutcome>, StoreError> {
         let mut g = self.lock();
@@ -128,25 +227,9 @@ impl CustodyStore for MemStore {
         check_quota(QuotaKind::Count, self.config.max_count, count, new_count)?;
         check_quota(QuotaKind::Bytes, self.config.max_bytes, g.bytes, new_bytes)?;
         for (r, o) in records.iter().zip(&outcomes) {
-            if *o != InsertOutcome::Inserted {
-                continue;
+            if *o == InsertOutcome::Inserted {
+                g.put(r);
             }
-            let slot = g.next_slot;
-            g.next_slot += 1;
-            let info = RecordInfo {
-                id: r.id,
-                insertion: slot,
-                size: r.bytes.len() as u64,
-                meta: r.meta.clone(),
-            };
-            g.prio.insert((inv_priority(info.meta.priority), slot));
-            g.dest.insert((dest_prefix(&info.meta.destination), slot));
-            if let Some(e) = info.meta.expires_at {
-                g.expiry.insert((e, slot));
-            }
-            g.ids.insert(r.id, (seen_time(&info.meta), slot));
-            g.bytes += info.size;
-            g.records.insert(slot, (info, r.bytes.clone()));
         }
         Ok(outcomes)
     }
@@ -172,11 +255,7 @@ impl CustodyStore for MemStore {
     }
 
     fn remove(&self, id: &BundleId) -> Result<bool, StoreError> {
-        let mut g = self.lock();
-        Ok(match g.stored_slot(id) {
-            Some(slot) => g.remove_slot(slot).is_some(),
-            None => false,
-        })
+        Ok(self.lock().remove_id(id))
     }
 
     fn update_routing(
@@ -301,22 +380,43 @@ impl CustodyStore for MemStore {
     }
 
     fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError> {
-        let mut g = self.lock();
-        match g.ids.get(id).copied() {
-            Some((t, slot)) if time > t => {
-                g.ids.insert(*id, (time, slot));
-                if slot == 0 {
-                    g.seen_exp.remove(&(t, *id));
-                    g.seen_exp.insert((time, *id));
-                }
-            }
-            Some(_) => {}
-            None => {
-                g.ids.insert(*id, (time, 0));
-                g.seen_exp.insert((time, *id));
-            }
-        }
+        self.lock().mark_seen(id, time);
         Ok(())
+    }
+
+    fn apply_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut g = self.lock();
+        // Check first, then apply: nothing below can fail once the dry run passed.
+        g.dry_run(&self.config, ops)?;
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match op {
+                WriteOp::Insert(r) => WriteOutcome::Inserted(if g.stored_slot(&r.id).is_some() {
+                    InsertOutcome::Duplicate { still_stored: true }
+                } else if g.ids.contains_key(&r.id) {
+                    InsertOutcome::Duplicate {
+                        still_stored: false,
+                    }
+                } else {
+                    g.put(r);
+                    InsertOutcome::Inserted
+                }),
+                WriteOp::Remove(id) => WriteOutcome::Removed(g.remove_id(id)),
+                WriteOp::Update(id, edit) => WriteOutcome::Updated(
+                    g.stored_slot(id)
+                        .and_then(|slot| g.records.get_mut(&slot))
+                        .map(|(info, _)| {
+                            edit.apply(&mut info.meta.routing);
+                            info.meta.routing.clone()
+                        }),
+                ),
+                WriteOp::MarkSeen(id, t) => {
+                    g.mark_seen(id, *t);
+                    WriteOutcome::MarkedSeen
+                }
+            });
+        }
+        Ok(out)
     }
 
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {

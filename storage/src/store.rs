@@ -7,7 +7,7 @@ use ferry_core::{BundleId, Destination};
 use crate::error::StoreError;
 use crate::types::{
     DestinationCursor, InsertOutcome, NewRecord, Page, PriorityCursor, QuarantineEntry, Record,
-    RecordInfo, RoutingMeta, StoreStats,
+    RecordInfo, RoutingMeta, StoreStats, WriteOp, WriteOutcome,
 };
 
 /// A custody store: bundles, their routing metadata, a seen-set for deduplication and
@@ -62,6 +62,18 @@ pub trait CustodyStore: Send + Sync + std::fmt::Debug {
         id: &BundleId,
         update: &mut dyn FnMut(&mut RoutingMeta),
     ) -> Result<RoutingMeta, StoreError>;
+
+    /// Applies several writes in one transaction (one commit, so one group of syncs,
+    /// for the whole batch), in order: each op sees the effect of those before it.
+    /// Returns one outcome per op, in order.
+    ///
+    /// All or nothing: if any op fails (an insert over a quota, an invalid record, a
+    /// store error), the call returns that error and nothing is written. Removing or
+    /// updating a record that is not stored is not an error (`Removed(false)`,
+    /// `Updated(None)`); a record found unreadable by a remove or an update is
+    /// quarantined as part of the batch. Quotas are checked op by op, so a remove
+    /// earlier in the batch makes room for a later insert.
+    fn apply_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError>;
 
     /// Stored records, highest priority first, then oldest insertion first; at most
     /// `limit` index entries per call, continuing after `after`.

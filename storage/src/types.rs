@@ -110,6 +110,74 @@ pub enum InsertOutcome {
     },
 }
 
+/// One change to a stored record's [`RoutingMeta`], for [`WriteOp::Update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RoutingEdit {
+    /// Records a node as holding a copy: nothing if it is listed already; past
+    /// [`MAX_HOLDERS`] the oldest entry makes room.
+    AddHolder(NodeHash),
+    /// Deducts spray copies handed out (saturating at zero).
+    SpendCopies(u32),
+    /// Sets this node's custody state.
+    SetCustody(CustodyState),
+}
+
+impl RoutingEdit {
+    /// Applies the edit to `routing` (what [`WriteOp::Update`] does in the store).
+    pub fn apply(&self, routing: &mut RoutingMeta) {
+        match *self {
+            RoutingEdit::AddHolder(node) => routing.add_holder(node),
+            RoutingEdit::SpendCopies(n) => {
+                routing.copies_left = routing.copies_left.saturating_sub(n)
+            }
+            RoutingEdit::SetCustody(c) => routing.custody = c,
+        }
+    }
+}
+
+impl RoutingMeta {
+    /// Records `node` as a holder: nothing if it is listed already; past
+    /// [`MAX_HOLDERS`] the oldest entry makes room.
+    pub fn add_holder(&mut self, node: NodeHash) {
+        if !self.holders.contains(&node) {
+            if self.holders.len() >= MAX_HOLDERS {
+                self.holders.remove(0);
+            }
+            self.holders.push(node);
+        }
+    }
+}
+
+/// One write of a [`CustodyStore::apply_batch`](crate::CustodyStore::apply_batch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Inserts a record, as [`CustodyStore::insert_batch`](crate::CustodyStore::insert_batch)
+    /// does (duplicates, quotas and validation alike).
+    Insert(NewRecord),
+    /// Removes a record, keeping its id in the seen-set, as
+    /// [`CustodyStore::remove`](crate::CustodyStore::remove) does.
+    Remove(BundleId),
+    /// Edits a stored record's routing metadata (the bundle bytes are not
+    /// rewritten). A record that is not stored is left alone.
+    Update(BundleId, RoutingEdit),
+    /// Adds an id to the seen-set, as [`CustodyStore::mark_seen`](crate::CustodyStore::mark_seen) does.
+    MarkSeen(BundleId, u64),
+}
+
+/// What one [`WriteOp`] did, in the order of the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// [`WriteOp::Insert`]: inserted or a duplicate.
+    Inserted(InsertOutcome),
+    /// [`WriteOp::Remove`]: whether a record was stored.
+    Removed(bool),
+    /// [`WriteOp::Update`]: the new routing state; `None` if the record is not
+    /// stored (or was found unreadable and moved to quarantine by this batch).
+    Updated(Option<RoutingMeta>),
+    /// [`WriteOp::MarkSeen`].
+    MarkedSeen,
+}
+
 /// Position after which [`CustodyStore::by_priority`](crate::CustodyStore::by_priority)
 /// continues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -7,8 +7,8 @@ mod common;
 use common::{id, node, payload, rec, rec_with};
 use ferry_core::{Destination, Priority};
 use ferry_storage::{
-    CustodyState, CustodyStore, InsertOutcome, QuotaKind, RecordInfo, StoreConfig, StoreError,
-    MAX_HOLDERS,
+    CustodyState, CustodyStore, InsertOutcome, QuotaKind, RecordInfo, RoutingEdit, RoutingMeta,
+    StoreConfig, StoreError, WriteOp, WriteOutcome, MAX_HOLDERS,
 };
 
 const NEW: InsertOutcome = InsertOutcome::Inserted;
@@ -498,4 +498,171 @@ fn stats_and_limits(s: &dyn CustodyStore) {
     ));
     // An empty bundle is stored and read back as empty.
     assert_eq!(s.get(&id(0)).unwrap().unwrap().bytes, payload(&id(0), 0));
+}
+
+both!(apply_batch_applies_ops_in_order_in_one_go);
+fn apply_batch_applies_ops_in_order_in_one_go(s: &dyn CustodyStore) {
+    assert!(s.apply_batch(&[]).unwrap().is_empty());
+    s.insert_batch(&[rec(1, 100), rec(2, 100), rec(3, 100)])
+        .unwrap();
+    let before = s.stats().unwrap();
+    let out = s
+        .apply_batch(&[
+            WriteOp::Update(id(1), RoutingEdit::AddHolder(node(7))),
+            WriteOp::Update(id(1), RoutingEdit::AddHolder(node(7))),
+            WriteOp::Update(id(1), RoutingEdit::SpendCopies(3)),
+            WriteOp::Update(id(2), RoutingEdit::SetCustody(CustodyState::Delivered)),
+            WriteOp::Remove(id(3)),
+            WriteOp::Remove(id(3)),
+            WriteOp::Update(id(3), RoutingEdit::SpendCopies(1)),
+            WriteOp::Remove(id(9)),
+            WriteOp::Update(id(9), RoutingEdit::AddHolder(node(7))),
+            WriteOp::MarkSeen(id(10), 50),
+            WriteOp::Insert(rec(10, 100)),
+            WriteOp::Insert(rec(11, 100)),
+            WriteOp::Insert(rec(11, 100)),
+            WriteOp::Insert(rec(3, 100)),
+            WriteOp::Remove(id(11)),
+        ])
+        .unwrap();
+    let r1 = s.get_info(&id(1)).unwrap().unwrap().meta.routing;
+    assert_eq!(r1.holders, vec![node(201), node(7)]);
+    assert_eq!(r1.copies_left, 5);
+    assert_eq!(
+        out,
+        vec![
+            WriteOutcome::Updated(Some(RoutingMeta {
+                holders: vec![node(201), node(7)],
+                copies_left: 8,
+                custody: CustodyState::Held,
+            })),
+            WriteOutcome::Updated(Some(RoutingMeta {
+                holders: vec![node(201), node(7)],
+                copies_left: 8,
+                custody: CustodyState::Held,
+            })),
+            WriteOutcome::Updated(Some(r1)),
+            WriteOutcome::Updated(Some(RoutingMeta {
+                holders: vec![node(201)],
+                copies_left: 8,
+                custody: CustodyState::Delivered,
+            })),
+            WriteOutcome::Removed(true),
+            WriteOutcome::Removed(false),
+            WriteOutcome::Updated(None),
+            WriteOutcome::Removed(false),
+            WriteOutcome::Updated(None),
+            WriteOutcome::MarkedSeen,
+            WriteOutcome::Inserted(DUP_SEEN),
+            WriteOutcome::Inserted(NEW),
+            WriteOutcome::Inserted(DUP_STORED),
+            WriteOutcome::Inserted(DUP_SEEN),
+            WriteOutcome::Removed(true),
+        ]
+    );
+    assert_eq!(
+        s.get_info(&id(2)).unwrap().unwrap().meta.routing.custody,
+        CustodyState::Delivered
+    );
+    assert!(!s.contains(&id(3)).unwrap() && s.is_seen(&id(3)).unwrap());
+    assert!(!s.contains(&id(10)).unwrap() && s.is_seen(&id(10)).unwrap());
+    assert!(!s.contains(&id(11)).unwrap() && s.is_seen(&id(11)).unwrap());
+    let after = s.stats().unwrap();
+    assert_eq!(after.count, before.count - 1);
+    assert_eq!(after.bytes, before.bytes - 100);
+    // The bundle bytes were not touched by the updates.
+    assert_eq!(s.get(&id(1)).unwrap().unwrap().bytes, payload(&id(1), 100));
+}
+
+both!(
+    apply_batch_is_all_or_nothing,
+    StoreConfig {
+        max_bytes: 1000,
+        max_count: 3,
+        map_size: None,
+    }
+);
+fn apply_batch_is_all_or_nothing(s: &dyn CustodyStore) {
+    s.insert_batch(&[rec(1, 100), rec(2, 100)]).unwrap();
+    let snapshot = |s: &dyn CustodyStore| {
+        (
+            s.stats().unwrap(),
+            s.get_info(&id(1)).unwrap(),
+            s.get_info(&id(2)).unwrap(),
+            s.is_seen(&id(8)).unwrap(),
+            s.is_seen(&id(4)).unwrap(),
+        )
+    };
+    let before = snapshot(s);
+    // The third insert would pass the count quota: nothing of the batch happens,
+    // not the updates, removes and marks before it.
+    let full = s.apply_batch(&[
+        WriteOp::Update(id(1), RoutingEdit::AddHolder(node(9))),
+        WriteOp::Remove(id(2)),
+        WriteOp::MarkSeen(id(8), 5),
+        WriteOp::Insert(rec(3, 100)),
+        WriteOp::Insert(rec(4, 100)),
+        WriteOp::Insert(rec(5, 100)),
+    ]);
+    assert!(
+        matches!(
+            full,
+            Err(StoreError::StoreFull {
+                kind: QuotaKind::Count,
+                ..
+            })
+        ),
+        "{full:?}"
+    );
+    assert_eq!(snapshot(s), before);
+    // An invalid record fails it too.
+    let mut bad = rec(6, 10);
+    bad.meta.routing.holders = (0..=MAX_HOLDERS as u8).map(node).collect();
+    assert!(matches!(
+        s.apply_batch(&[WriteOp::Remove(id(1)), WriteOp::Insert(bad)]),
+        Err(StoreError::InvalidRecord { .. })
+    ));
+    assert_eq!(snapshot(s), before);
+    // A remove earlier in the batch makes room for a later insert, and the byte
+    // quota is checked as well as the count.
+    let out = s
+        .apply_batch(&[
+            WriteOp::Remove(id(2)),
+            WriteOp::Insert(rec(3, 100)),
+            WriteOp::Insert(rec(4, 100)),
+        ])
+        .unwrap();
+    assert_eq!(out[2], WriteOutcome::Inserted(NEW));
+    assert_eq!(s.stats().unwrap().count, 3);
+    assert!(matches!(
+        s.apply_batch(&[WriteOp::Remove(id(1)), WriteOp::Insert(rec(5, 901))]),
+        Err(StoreError::StoreFull {
+            kind: QuotaKind::Bytes,
+            ..
+        })
+    ));
+    assert!(s.contains(&id(1)).unwrap());
+}
+
+both!(routing_edits_keep_holders_bounded);
+fn routing_edits_keep_holders_bounded(s: &dyn CustodyStore) {
+    s.insert(&rec(1, 10)).unwrap();
+    let ops: Vec<WriteOp> = (0..100u8)
+        .map(|n| WriteOp::Update(id(1), RoutingEdit::AddHolder(node(n))))
+        .collect();
+    s.apply_batch(&ops).unwrap();
+    let r = s.get_info(&id(1)).unwrap().unwrap().meta.routing;
+    assert_eq!(r.holders.len(), MAX_HOLDERS);
+    assert_eq!(r.holders.last(), Some(&node(99)));
+    s.apply_batch(&[WriteOp::Update(id(1), RoutingEdit::SpendCopies(100))])
+        .unwrap();
+    assert_eq!(
+        s.get_info(&id(1))
+            .unwrap()
+            .unwrap()
+            .meta
+            .routing
+            .copies_left,
+        0
+    );
 }

@@ -65,6 +65,12 @@ impl CustodyStore for DefaultImpl {
     fn remove(&self, id: &BundleId) -> Result<bool, ferry_storage::StoreError> {
         self.0.remove(id)
     }
+    fn apply_batch(
+        &self,
+        ops: &[ferry_storage::WriteOp],
+    ) -> Result<Vec<ferry_storage::WriteOutcome>, ferry_storage::StoreError> {
+        self.0.apply_batch(ops)
+    }
     fn update_routing(
         &self,
         id: &BundleId,

@@ -36,6 +36,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 /// Capacity of the engine's command channel.
 const CMD_QUEUE: usize = 4096;
+/// Most commands the engine thread handles in a row before it waits again.
+const CMD_RUN: usize = 256;
 /// Capacity of each link writer's queue.
 const LINK_QUEUE: usize = 8192;
 /// Most bundles verified in one batch.
@@ -332,7 +334,9 @@ async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>)
     let listen = quic.local_addr();
 
     let routes = config.static_routes()?;
-    let engine_cfg = EngineConfig::from_config(&config, routes);
+    let mut engine_cfg = EngineConfig::from_config(&config, routes);
+    // Apps fetch payloads from the store (`api.rs`); the engine need not copy them.
+    engine_cfg.deliver_payload = false;
     let clock = Clock::start();
     let engine = Engine::new(store.clone(), keyring.clone(), engine_cfg, clock.now());
 
@@ -627,6 +631,30 @@ fn engine_main(
                 Some(Cmd::Shutdown) | None => break,
                 Some(c) => el.command(c).await,
             }
+            // Take what else is already queued (bounded) before waiting again, so
+            // that bursts of acks and frames are handled back to back; the
+            // engine's queued writes then go out with one commit. A due timeout
+            // (a commit deadline) stops the run.
+            let mut stop = false;
+            for _ in 1..CMD_RUN {
+                if el.engine.poll_timeout().is_some_and(|t| t <= clock.now()) {
+                    break;
+                }
+                match rx.try_recv() {
+                    Ok(Cmd::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Ok(c) => el.command(c).await,
+                    Err(_) => break,
+                }
+            }
+            if let Ok(mut s) = el.shared.engine_stats.lock() {
+                *s = el.engine.stats();
+            }
+            if stop {
+                break;
+            }
         }
         el.shutdown().await;
         Ok(())
@@ -681,9 +709,6 @@ impl EngineLoop {
             }
             Cmd::AppAck { id } => self.input(Input::AppAck { id }).await,
             Cmd::Shutdown => {}
-        }
-        if let Ok(mut s) = self.shared.engine_stats.lock() {
-            *s = self.engine.stats();
         }
     }
 

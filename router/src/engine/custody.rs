@@ -5,10 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_cl_api::LinkId;
 use ferry_core::rand_core::{CryptoRng, RngCore};
-use ferry_core::{Bundle, BundleId, Destination, PayloadKind, Priority, Recipient, SealParams};
+use ferry_core::{
+    Bundle, BundleId, Destination, OpenError, Opened, PayloadKind, Priority, Recipient, SealParams,
+};
 use ferry_storage::{
     BundleMeta, CustodyState, CustodyStore, DestinationCursor, InsertOutcome, NewRecord,
-    RecordInfo, RoutingMeta, StoreError,
+    RecordInfo, RoutingEdit, RoutingMeta, StoreError, WriteOp, WriteOutcome,
 };
 
 use super::frame::{key_of, Frame, Key, RefuseReason};
@@ -137,14 +139,6 @@ impl RngCore for SealRng {
 impl CryptoRng for SealRng {}
 
 impl<S: CustodyStore> Engine<S> {
-    /// A record's metadata; a quarantined record counts as absent.
-    pub(crate) fn info(&self, id: &BundleId) -> Result<Option<RecordInfo>, StoreError> {
-        match self.store.get_info(id) {
-            Err(StoreError::Quarantined { .. }) => Ok(None),
-            other => other,
-        }
-    }
-
     /// Seconds this node has held a bundle (rounded up).
     pub(crate) fn held_secs(&self, id: &BundleId, info: &RecordInfo) -> u64 {
         if let Some(since) = self.aging.since(id) {
@@ -217,12 +211,11 @@ impl<S: CustodyStore> Engine<S> {
             }
             return Ok(());
         }
-        if self.store.is_seen(&id)? {
+        if self.is_seen(&id)? {
             // Committed earlier (or delivered and released): safe to acknowledge.
-            match self.store.update_routing(&id, &mut |r| add_holder(r, peer)) {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            // (Recording the peer as a holder is a queued write: losing it only
+            // costs a useless offer later.)
+            self.queue_edit(id, RoutingEdit::AddHolder(peer));
             self.send_frame(link, &Frame::Ack(vec![key]));
             return Ok(());
         }
@@ -268,7 +261,21 @@ impl<S: CustodyStore> Engine<S> {
         })
     }
 
-    fn record_for(&self, p: &Pending) -> NewRecord {
+    /// Opens a bundle this node is to deliver (its payload is for a local app, or
+    /// it is a receipt to apply); `None` for the others.
+    fn open_for_delivery(&self, p: &Pending) -> Option<Result<Opened, OpenError>> {
+        let b = &p.bundle;
+        let group = b.header().destination == Destination::Group;
+        let deliver = self.keyring.is_for_us(b)
+            && match p.origin {
+                Origin::Receipt => false,
+                Origin::Local => !group,
+                Origin::Peer { .. } => true,
+            };
+        deliver.then(|| self.keyring.open_verified(b))
+    }
+
+    fn record_for(&self, p: &Pending, opened: Option<&Result<Opened, OpenError>>) -> NewRecord {
         let b = &p.bundle;
         let h = b.header();
         let env = b.envelope();
@@ -300,41 +307,87 @@ impl<S: CustodyStore> Engine<S> {
                 routing: RoutingMeta {
                     holders,
                     copies_left,
-                    custody: CustodyState::Held,
+                    // A payload for a local app is stored already delivered, in the
+                    // same commit: after a crash it is delivered again.
+                    custody: match opened {
+                        Some(Ok(o)) if o.kind != PayloadKind::Receipt => CustodyState::Delivered,
+                        _ => CustodyState::Held,
+                    },
                 },
             },
         }
     }
 
-    /// Commits the buffer with one `insert_batch`, then acknowledges, delivers and
-    /// offers what was stored.
+    /// Commits the buffer and the queued writes in one transaction (one
+    /// `apply_batch`), then acknowledges, delivers and offers what was stored.
     pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
         self.pending_since = None;
         self.pending_bytes = 0;
         if self.pending.is_empty() {
-            return Ok(());
+            return self.flush_writes();
         }
         let batch = std::mem::take(&mut self.pending);
-        let records: Vec<NewRecord> = batch.iter().map(|p| self.record_for(p)).collect();
+        // Bundles to deliver here are opened before the commit, so that they are
+        // stored already marked delivered.
+        let opened: Vec<Option<Result<Opened, OpenError>>> =
+            batch.iter().map(|p| self.open_for_delivery(p)).collect();
+        let mut ops = self.writes.take();
+        let n = ops.len();
+        ops.extend(
+            batch
+                .iter()
+                .zip(&opened)
+                .map(|(p, o)| WriteOp::Insert(self.record_for(p, o.as_ref()))),
+        );
         self.stats.commits += 1;
         let mut acks: BTreeMap<LinkId, Vec<Key>> = BTreeMap::new();
         // The first error is returned once everything committed is acknowledged.
         let mut failure: Option<EngineError> = None;
-        match self.store.insert_batch(&records) {
+        let result = match self.store.apply_batch(&ops) {
+            Ok(out) => Ok(out
+                .into_iter()
+                .skip(n)
+                .filter_map(|o| match o {
+                    WriteOutcome::Inserted(i) => Some(i),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()),
+            Err(e) => {
+                let records: Vec<NewRecord> = ops
+                    .drain(n..)
+                    .filter_map(|op| match op {
+                        WriteOp::Insert(r) => Some(r),
+                        _ => None,
+                    })
+                    .collect();
+                if n == 0 {
+                    Err((e, records))
+                } else {
+                    // The queued writes may be what failed: commit them alone, then
+                    // the bundles alone (the writes may have made room).
+                    self.stats.commits += 2;
+                    if let Err(we) = self.store.apply_batch(&ops) {
+                        failure.get_or_insert(we.into());
+                    }
+                    self.store.insert_batch(&records).map_err(|e| (e, records))
+                }
+            }
+        };
+        match result {
             Ok(outcomes) => {
-                for (p, o) in batch.into_iter().zip(outcomes) {
-                    if let Err(e) = self.committed(p, o, &mut acks) {
+                for ((p, o), opened) in batch.into_iter().zip(outcomes).zip(opened) {
+                    if let Err(e) = self.committed(p, o, opened, &mut acks) {
                         failure.get_or_insert(e);
                     }
                 }
             }
-            Err(StoreError::StoreFull { .. }) => {
+            Err((StoreError::StoreFull { .. }, records)) => {
                 // Store what still fits, one by one; refuse the rest.
-                for (p, r) in batch.into_iter().zip(&records) {
+                for ((p, r), opened) in batch.into_iter().zip(&records).zip(opened) {
                     self.stats.commits += 1;
                     match self.store.insert(r) {
                         Ok(o) => {
-                            if let Err(e) = self.committed(p, o, &mut acks) {
+                            if let Err(e) = self.committed(p, o, opened, &mut acks) {
                                 failure.get_or_insert(e);
                             }
                         }
@@ -348,7 +401,7 @@ impl<S: CustodyStore> Engine<S> {
                     }
                 }
             }
-            Err(e) => {
+            Err((e, _)) => {
                 for p in batch {
                     self.refuse(p, RefuseReason::NotAccepted);
                 }
@@ -386,6 +439,7 @@ impl<S: CustodyStore> Engine<S> {
         &mut self,
         p: Pending,
         outcome: InsertOutcome,
+        opened: Option<Result<Opened, OpenError>>,
         acks: &mut BTreeMap<LinkId, Vec<Key>>,
     ) -> Result<(), EngineError> {
         let id = p.bundle.id();
@@ -409,15 +463,12 @@ impl<S: CustodyStore> Engine<S> {
                     }),
                     origin => self.emit(Output::Stored { id, origin }),
                 }
-                self.after_store(&p)
+                self.after_store(&p, opened)
             }
             InsertOutcome::Duplicate { still_stored } => {
                 if let Origin::Peer { peer, .. } = p.origin {
                     if still_stored {
-                        match self.store.update_routing(&id, &mut |r| add_holder(r, peer)) {
-                            Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                            Err(e) => return Err(e.into()),
-                        }
+                        self.queue_edit(id, RoutingEdit::AddHolder(peer));
                     }
                 } else if p.origin == Origin::Local {
                     self.emit(Output::Stored {
@@ -431,18 +482,17 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     /// Delivers what is for us and offers what may go on to the links up now.
-    fn after_store(&mut self, p: &Pending) -> Result<(), EngineError> {
+    fn after_store(
+        &mut self,
+        p: &Pending,
+        opened: Option<Result<Opened, OpenError>>,
+    ) -> Result<(), EngineError> {
         let b = &p.bundle;
         let id = b.id();
-        let group = b.header().destination == Destination::Group;
-        let deliver = self.keyring.is_for_us(b)
-            && match p.origin {
-                Origin::Receipt => false,
-                Origin::Local => !group,
-                Origin::Peer { .. } => true,
-            };
-        if deliver && !self.open_and_deliver(b)? {
-            return Ok(());
+        if let Some(opened) = opened {
+            if !self.deliver_opened(b, opened)? {
+                return Ok(());
+            }
         }
         let forwardable = match b.header().destination {
             Destination::Group => true,
@@ -467,35 +517,38 @@ impl<S: CustodyStore> Engine<S> {
         Ok(())
     }
 
-    /// Opens a bundle addressed here: a receipt is applied, anything else delivered.
-    /// Returns `false` if it could not be opened (it is then removed).
-    fn open_and_deliver(&mut self, b: &Bundle) -> Result<bool, EngineError> {
+    /// Acts on a bundle addressed here, opened: a receipt is applied, anything else
+    /// delivered (its record is stored with custody `Delivered` already). Returns
+    /// `false` if it could not be opened (it is then removed).
+    fn deliver_opened(
+        &mut self,
+        b: &Bundle,
+        opened: Result<Opened, OpenError>,
+    ) -> Result<bool, EngineError> {
         let id = b.id();
-        match self.keyring.open_verified(b) {
+        match opened {
             Ok(opened) if opened.kind == PayloadKind::Receipt => {
                 self.apply_receipt(b, &opened.payload)?;
                 Ok(true)
             }
             Ok(opened) => {
-                match self
-                    .store
-                    .update_routing(&id, &mut |r| r.custody = CustodyState::Delivered)
-                {
-                    Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                let payload = if self.config.deliver_payload {
+                    opened.payload
+                } else {
+                    Vec::new()
+                };
                 self.emit(Output::Deliver {
                     id,
                     source: b.header().source,
                     endpoint: opened.endpoint,
                     kind: opened.kind,
                     group: b.header().destination == Destination::Group,
-                    payload: opened.payload,
+                    payload,
                 });
                 Ok(true)
             }
             Err(_) => {
-                if self.store.remove(&id)? {
+                if self.queue_remove(&id)? {
                     self.aging.remove(&id);
                     self.emit(Output::Removed {
                         id,
@@ -525,7 +578,7 @@ impl<S: CustodyStore> Engine<S> {
         for id in ids {
             match self.info(&id)? {
                 Some(info) if info.meta.destination == signer => {
-                    if self.store.remove(&id)? {
+                    if self.queue_remove(&id)? {
                         self.aging.remove(&id);
                         self.emit(Output::Removed {
                             id,
@@ -544,7 +597,7 @@ impl<S: CustodyStore> Engine<S> {
                 Some(_) => self.stats.receipt_mismatches += 1,
                 None => {
                     if !self.pending.iter().any(|p| p.bundle.id() == id) {
-                        self.store.mark_seen(&id, seen_until)?;
+                        self.queue_mark_seen(id, seen_until);
                     }
                 }
             }
@@ -560,23 +613,17 @@ impl<S: CustodyStore> Engine<S> {
             return Ok(());
         }
         if info.meta.destination == Destination::Group {
-            match self
-                .store
-                .update_routing(id, &mut |r| r.custody = CustodyState::Held)
-            {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+            self.queue_edit(*id, RoutingEdit::SetCustody(CustodyState::Held));
             return Ok(());
         }
-        let receipt = match self.store.get(id) {
+        let receipt = match self.record(id) {
             Ok(Some(rec)) => Bundle::decode(&rec.bytes, self.keyring.limits())
                 .ok()
                 .map(|b| (b.header().realm_tag, self.remaining_lifetime(&b, &info))),
             Ok(None) | Err(StoreError::Quarantined { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        if self.store.remove(id)? {
+        if self.queue_remove(id)? {
             self.aging.remove(id);
             self.emit(Output::Removed {
                 id: *id,
@@ -660,6 +707,8 @@ impl<S: CustodyStore> Engine<S> {
     /// seen-set entries.
     pub(crate) fn purge(&mut self) -> Result<(), EngineError> {
         self.next_purge = self.now + self.config.purge_interval;
+        // Queued removals first, so that a bundle is not reported removed twice.
+        self.flush_writes()?;
         self.sweep_stale();
         if let Some(w) = self.wall_secs() {
             for round in 0..16 {
@@ -684,7 +733,7 @@ impl<S: CustodyStore> Engine<S> {
         }
         let mut n = 0;
         while let Some(id) = self.aging.pop_expired(self.now) {
-            if self.store.remove(&id)? {
+            if self.queue_remove(&id)? {
                 self.emit(Output::Removed {
                     id,
                     reason: RemoveReason::Expired,
@@ -714,22 +763,24 @@ impl<S: CustodyStore> Engine<S> {
             Redeliver::Group(c) => (Destination::Group, c),
             Redeliver::Done => return Ok(()),
         };
-        let page = self.store.by_destination(&dest, cursor, REDELIVER_PAGE)?;
+        let mut page = self.store.by_destination(&dest, cursor, REDELIVER_PAGE)?;
+        self.patch_listing(&mut page.items);
         for info in &page.items {
             if info.meta.routing.custody != CustodyState::Delivered {
                 continue;
             }
-            let bundle = match self.store.get(&info.id) {
+            let bundle = match self.record(&info.id) {
                 Ok(Some(rec)) => Bundle::decode(&rec.bytes, self.keyring.limits()).ok(),
                 Ok(None) | Err(StoreError::Quarantined { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
             match bundle {
                 Some(b) => {
-                    self.open_and_deliver(&b)?;
+                    let opened = self.keyring.open_verified(&b);
+                    self.deliver_opened(&b, opened)?;
                 }
                 None => {
-                    if self.store.remove(&info.id)? {
+                    if self.queue_remove(&info.id)? {
                         self.emit(Output::Removed {
                             id: info.id,
                             reason: RemoveReason::Unreadable,
@@ -749,13 +800,9 @@ impl<S: CustodyStore> Engine<S> {
 }
 
 /// Records `peer` as a holder (oldest entries make room, at most `MAX_HOLDERS`).
+#[cfg(test)]
 pub(crate) fn add_holder(r: &mut RoutingMeta, peer: ferry_core::NodeHash) {
-    if !r.holders.contains(&peer) {
-        if r.holders.len() >= ferry_storage::MAX_HOLDERS {
-            r.holders.remove(0);
-        }
-        r.holders.push(peer);
-    }
+    r.add_holder(peer);
 }
 
 #[cfg(test)]

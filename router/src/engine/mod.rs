@@ -148,12 +148,29 @@
 //! custody reached the destination or, under single-copy policies (static routes),
 //! the next hop; the source keeps its copy until a receipt arrives.
 //!
+//! The other store writes (removals after a hand-over, an [`Input::AppAck`] or a
+//! receipt; routing edits such as a new holder or spent spray copies; seen marks
+//! from receipts) are *queued*, not committed one by one: they are applied in the
+//! same transaction as the next commit of the buffer (one
+//! [`CustodyStore::apply_batch`]), or alone [`EngineConfig::commit_delay`] after
+//! the first was queued (or once [`MAX_QUEUED_WRITES`] wait), whichever comes
+//! first. The engine reads through them (a bundle whose removal is queued is gone
+//! for it). A crash loses at most the writes of the last commit delay, and each of
+//! those only releases or annotates a copy this node still holds: after a restart
+//! a bundle is offered again (the peer declines it from its seen-set) or delivered
+//! again (deliveries are at-least-once; apps dedup by bundle id); custody is never
+//! lost and nothing unstored is ever acknowledged. A bundle for a local app is
+//! stored already marked delivered (in the insert's commit), so a crash after its
+//! `Ack` still redelivers it.
+//!
 //! # Delivery and receipts
 //!
 //! A stored bundle addressed to this node, or to a realm group of this node, is
-//! opened: app data becomes [`Output::Deliver`] and stays stored (custody
-//! `Delivered`) until [`Input::AppAck`]; after a restart, undelivered ones are
-//! delivered again (at-least-once; apps dedup by bundle id). On `AppAck` for a node
+//! opened (before its commit, so that it is stored with custody `Delivered`): app
+//! data becomes [`Output::Deliver`] (with the payload unless
+//! [`EngineConfig::deliver_payload`] is off) and stays stored until
+//! [`Input::AppAck`]; after a restart, unacknowledged ones are delivered again
+//! (at-least-once; apps dedup by bundle id). On `AppAck` for a node
 //! bundle the engine removes it (its id stays in the seen-set) and emits a receipt: a
 //! bundle sealed by this node for the realm group ([`receipt`] has its payload),
 //! kind `Receipt`, expedited, listing up to [`receipt::MAX_RECEIPT_IDS`]
@@ -220,6 +237,7 @@ mod time;
 
 mod custody;
 mod transfer;
+mod writes;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range as SeqRange;
@@ -233,6 +251,7 @@ pub use frame::{decode_frame, Frame, FrameError, RefuseReason, MAX_FRAME_BYTES};
 pub use policy::{Candidate, PolicyConfig, RoutingPolicy, Verdict};
 pub use prophet::ProphetParams;
 pub use time::Millis;
+pub use writes::MAX_QUEUED_WRITES;
 
 use custody::{AgeTable, Pending, Redeliver};
 use frame::Key;
@@ -287,6 +306,11 @@ pub struct EngineConfig {
     /// a new reconciliation); divided by the link's duty cycle when it has one,
     /// checked at each purge (default 60 s).
     pub answer_timeout: Millis,
+    /// Whether [`Output::Deliver`] carries the payload (default `true`). A driver
+    /// that reads delivered payloads back from the store (the daemon does, when an
+    /// app asks) sets it to `false`: the payload is still decrypted and
+    /// authenticated, then dropped instead of copied into the output.
+    pub deliver_payload: bool,
 }
 
 impl Default for EngineConfig {
@@ -306,6 +330,7 @@ impl Default for EngineConfig {
             max_aging: 65_536,
             max_send_retries: 3,
             answer_timeout: Millis(60_000),
+            deliver_payload: true,
         }
     }
 }
@@ -564,8 +589,11 @@ pub struct EngineStats {
     pub bundles_sent: u64,
     /// Bundle bytes emitted on links.
     pub bundle_bytes_sent: u64,
-    /// Commits (insert batches) made.
+    /// Commits (store transactions: insert batches, with or without queued
+    /// writes, and batches of queued writes alone) made.
     pub commits: u64,
+    /// Commits of queued writes alone (no bundle to insert at the time).
+    pub write_batches: u64,
     /// Receipts that do not decode, and listed bundles whose destination is not the
     /// receipt's signer (those are kept).
     pub receipt_mismatches: u64,
@@ -610,6 +638,8 @@ pub struct Engine<S: CustodyStore> {
     /// Optional work stopped early (output cap or per-call budget).
     deferred: bool,
     seal_counter: u64,
+    /// Removes, routing edits and seen marks waiting for the next commit.
+    writes: writes::Writes,
     stats: EngineStats,
 }
 
@@ -620,6 +650,7 @@ impl<S: CustodyStore> std::fmt::Debug for Engine<S> {
             .field("policy", &self.policy.name())
             .field("links", &self.links.len())
             .field("pending", &self.pending.len())
+            .field("queued_writes", &self.writes.len())
             .field("outputs", &self.outputs.len())
             .finish_non_exhaustive()
     }
@@ -659,6 +690,7 @@ impl<S: CustodyStore> Engine<S> {
             rr_after: None,
             deferred: false,
             seal_counter: 0,
+            writes: writes::Writes::default(),
             stats: EngineStats::default(),
             config,
         }
@@ -702,7 +734,7 @@ impl<S: CustodyStore> Engine<S> {
         if due(self.receipts_since) {
             self.flush_receipts()?;
         }
-        if due(self.pending_since) {
+        if due(self.pending_since) || due(self.writes.since()) {
             self.flush()?;
         }
         if now >= self.next_purge {
@@ -728,6 +760,9 @@ impl<S: CustodyStore> Engine<S> {
             at(s + self.config.commit_delay);
         }
         if let Some(s) = self.receipts_since {
+            at(s + self.config.commit_delay);
+        }
+        if let Some(s) = self.writes.since() {
             at(s + self.config.commit_delay);
         }
         at(self.next_purge);
@@ -807,7 +842,7 @@ impl<S: CustodyStore> Engine<S> {
     /// Work that follows every event: reconciliation and offers, transmissions.
     fn service(&mut self) -> Result<(), EngineError> {
         self.deferred = false;
-        if self.pending_full() {
+        if self.pending_full() || self.writes.len() >= MAX_QUEUED_WRITES {
             self.flush()?;
         }
         self.drive_links()?;

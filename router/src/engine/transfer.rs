@@ -3,9 +3,8 @@
 
 use ferry_cl_api::{LinkCaps, LinkId, TransferId};
 use ferry_core::{BundleId, Destination, NodeHash, NodeId};
-use ferry_storage::{CustodyStore, RecordInfo, StoreError};
+use ferry_storage::{CustodyStore, RecordInfo, RoutingEdit, StoreError};
 
-use super::custody::add_holder;
 use super::envelope::{forward_in_place, read_envelope};
 use super::frame::{
     items_per_frame, key_of, Bound, Frame, Key, OfferItem, Range, RefuseReason, KEY_LEN,
@@ -14,6 +13,7 @@ use super::link::{HaveScan, Link, OutState, Outbound, Session};
 use super::policy::{Candidate, Verdict};
 use super::recon::{self, HaveRange, IdSource, Role};
 use super::time::Millis;
+use super::writes::{ids_after, Writes};
 use super::{
     CloseReason, Engine, EngineError, Output, RemoveReason, MAX_HAVE_SCANS, MAX_LINK_SCANS,
 };
@@ -37,8 +37,9 @@ fn before(key: &Key) -> Option<BundleId> {
     Some(BundleId(id))
 }
 
-/// The held ids of a store, in order, for reconciliation.
-pub(crate) struct StoreIds<'a, S: ?Sized>(pub &'a S);
+/// The held ids of a store, in order, for reconciliation (without those whose
+/// removal is queued).
+pub(crate) struct StoreIds<'a, S: ?Sized>(pub &'a S, pub &'a Writes);
 
 impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
     type Error = StoreError;
@@ -51,7 +52,7 @@ impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
     ) -> Result<(), StoreError> {
         let mut after = before(lo);
         loop {
-            let page = self.0.ids_after(after.as_ref(), SCAN_PAGE)?;
+            let page = ids_after(self.0, self.1, after.as_ref(), SCAN_PAGE)?;
             for id in &page.ids {
                 let k = key_of(id);
                 if k < *lo {
@@ -179,7 +180,7 @@ impl<S: CustodyStore> Engine<S> {
             sent_at: self.now,
         });
         l.resync = false;
-        let msg = recon::initiate(&StoreIds(&*self.store), &params)?;
+        let msg = recon::initiate(&StoreIds(&*self.store, &self.writes), &params)?;
         self.stats.sessions += 1;
         self.send_frame(link, &Frame::ReconRequest(msg));
         Ok(())
@@ -231,7 +232,12 @@ impl<S: CustodyStore> Engine<S> {
         let Some((params, budget)) = self.links.get(&link).map(|l| (l.recon, l.budget)) else {
             return Ok(());
         };
-        let out = recon::process(&StoreIds(&*self.store), Role::Responder, ranges, &params)?;
+        let out = recon::process(
+            &StoreIds(&*self.store, &self.writes),
+            Role::Responder,
+            ranges,
+            &params,
+        )?;
         if let Some(reply) = out.reply {
             self.send_frame(link, &Frame::ReconReply(reply));
         }
@@ -273,7 +279,12 @@ impl<S: CustodyStore> Engine<S> {
             return Ok(());
         }
         let (params, budget) = (l.recon, l.budget);
-        let out = recon::process(&StoreIds(&*self.store), Role::Initiator, ranges, &params)?;
+        let out = recon::process(
+            &StoreIds(&*self.store, &self.writes),
+            Role::Initiator,
+            ranges,
+            &params,
+        )?;
         self.settled(link, budget, out.need, out.have);
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
@@ -297,7 +308,7 @@ impl<S: CustodyStore> Engine<S> {
 
     /// The id of a key we hold, if any.
     fn resolve(&self, key: &Key) -> Result<Option<BundleId>, StoreError> {
-        let page = self.store.ids_after(before(key).as_ref(), 4)?;
+        let page = ids_after(&*self.store, &self.writes, before(key).as_ref(), 4)?;
         Ok(page.ids.into_iter().find(|id| key_of(id) == *key))
     }
 
@@ -424,7 +435,7 @@ impl<S: CustodyStore> Engine<S> {
             let key = key_of(&it.id);
             if self.fetching.contains_key(&key)
                 || self.pending.iter().any(|p| p.bundle.id() == it.id)
-                || self.store.is_seen(&it.id)?
+                || self.is_seen(&it.id)?
             {
                 continue;
             }
@@ -480,20 +491,21 @@ impl<S: CustodyStore> Engine<S> {
             let Some(out) = self.drop_outbound(link, key) else {
                 continue;
             };
-            let split = out.split;
-            match self.store.update_routing(&out.id, &mut |r| {
-                add_holder(r, peer);
-                r.copies_left = r.copies_left.saturating_sub(split);
-            }) {
-                Ok(_) | Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            // Queued writes: the peer has custody now, and losing these in a crash
+            // only makes this node offer the bundle again (the peer declines it).
+            if out.release {
+                if self.queue_remove(&out.id)? {
+                    self.aging.remove(&out.id);
+                    self.emit(Output::Removed {
+                        id: out.id,
+                        reason: RemoveReason::HandedOver { peer },
+                    });
+                }
+                continue;
             }
-            if out.release && self.store.remove(&out.id)? {
-                self.aging.remove(&out.id);
-                self.emit(Output::Removed {
-                    id: out.id,
-                    reason: RemoveReason::HandedOver { peer },
-                });
+            self.queue_edit(out.id, RoutingEdit::AddHolder(peer));
+            if out.split > 0 {
+                self.queue_edit(out.id, RoutingEdit::SpendCopies(out.split));
             }
         }
         Ok(())
@@ -668,7 +680,12 @@ impl<S: CustodyStore> Engine<S> {
             let mut cursor = after.or(before(&lo));
             let mut finished = false;
             while ids.len() < limit {
-                let page = self.store.ids_after(cursor.as_ref(), limit - ids.len())?;
+                let page = ids_after(
+                    &*self.store,
+                    &self.writes,
+                    cursor.as_ref(),
+                    limit - ids.len(),
+                )?;
                 for id in page.ids {
                     if !hi.above(&key_of(&id)) {
                         finished = true;
@@ -773,7 +790,7 @@ impl<S: CustodyStore> Engine<S> {
         let Some(id) = l.outbound.get(&key).map(|o| o.id) else {
             return Ok(true);
         };
-        let rec = match self.store.get(&id) {
+        let rec = match self.record(&id) {
             Ok(Some(rec)) => rec,
             Ok(None) | Err(StoreError::Quarantined { .. }) => {
                 self.drop_outbound(link, &key);
@@ -798,7 +815,7 @@ impl<S: CustodyStore> Engine<S> {
             Ok(env) => env,
             Err(_) => {
                 self.drop_outbound(link, &key);
-                if self.store.remove(&id)? {
+                if self.queue_remove(&id)? {
                     self.aging.remove(&id);
                     self.emit(Output::Removed {
                         id,
