@@ -190,7 +190,14 @@ async fn next_delivery(
                 .await
                 .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
             let payload = match payload {
-                Ok(p) => p,
+                Ok(Some(p)) => p,
+                // Released meanwhile (a receipt or expiry): drop it and look again.
+                Ok(None) => {
+                    if let Ok(mut d) = shared.deliveries.lock() {
+                        d.remove(&id);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
             };
             let mut headers = HeaderMap::new();
@@ -214,18 +221,17 @@ async fn next_delivery(
     }
 }
 
-/// Reads a delivered bundle back from the store and decrypts it.
-fn open_stored(shared: &Shared, id: &BundleId) -> Result<Vec<u8>, String> {
-    let rec = shared
-        .store
-        .get(id)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| "bundle no longer stored".to_owned())?;
+/// Reads a delivered bundle back from the store and decrypts it; `None` if it is no
+/// longer stored.
+fn open_stored(shared: &Shared, id: &BundleId) -> Result<Option<Vec<u8>>, String> {
+    let Some(rec) = shared.store.get(id).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
     let bundle = Bundle::decode(&rec.bytes, shared.keyring.limits()).map_err(|e| e.to_string())?;
     shared
         .keyring
         .open_verified(&bundle)
-        .map(|o| o.payload)
+        .map(|o| Some(o.payload))
         .map_err(|e| e.to_string())
 }
 

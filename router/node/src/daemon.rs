@@ -192,7 +192,8 @@ impl Deliveries {
         true
     }
 
-    fn remove(&mut self, id: &BundleId) -> bool {
+    /// Drops a delivery (acknowledged, or no longer stored); whether it was queued.
+    pub fn remove(&mut self, id: &BundleId) -> bool {
         let mut found = false;
         for q in self.queues.values_mut() {
             let before = q.len();
