@@ -170,6 +170,18 @@ impl<S: CustodyStore> Engine<S> {
         Some(out)
     }
 
+    /// Gives up an outbound bundle and tells the peer why (it keeps no state for it).
+    fn refuse_outbound(&mut self, link: LinkId, key: Key, reason: RefuseReason) {
+        self.drop_outbound(link, &key);
+        self.send_frame(
+            link,
+            &Frame::Refuse {
+                reason,
+                keys: vec![key],
+            },
+        );
+    }
+
     fn start_session(&mut self, link: LinkId) -> Result<(), EngineError> {
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
@@ -613,14 +625,7 @@ impl<S: CustodyStore> Engine<S> {
             // Give up for now and say so; a later reconciliation finds it again.
             l.quiet_until = Some(self.now + self.config.peer_backoff);
             l.resync = true;
-            self.drop_outbound(link, &key);
-            self.send_frame(
-                link,
-                &Frame::Refuse {
-                    reason: RefuseReason::Cancelled,
-                    keys: vec![key],
-                },
-            );
+            self.refuse_outbound(link, key, RefuseReason::Cancelled);
         }
     }
 
@@ -793,14 +798,7 @@ impl<S: CustodyStore> Engine<S> {
         let rec = match self.record(&id) {
             Ok(Some(rec)) => rec,
             Ok(None) | Err(StoreError::Quarantined { .. }) => {
-                self.drop_outbound(link, &key);
-                self.send_frame(
-                    link,
-                    &Frame::Refuse {
-                        reason: RefuseReason::Gone,
-                        keys: vec![key],
-                    },
-                );
+                self.refuse_outbound(link, key, RefuseReason::Gone);
                 return Ok(true);
             }
             Err(e) => return Err(e.into()),
@@ -840,14 +838,7 @@ impl<S: CustodyStore> Engine<S> {
             || (next == limit && !reaches)
             || forward_in_place(&mut bytes, held).is_err()
         {
-            self.drop_outbound(link, &key);
-            self.send_frame(
-                link,
-                &Frame::Refuse {
-                    reason: RefuseReason::HopLimit,
-                    keys: vec![key],
-                },
-            );
+            self.refuse_outbound(link, key, RefuseReason::HopLimit);
             return Ok(true);
         }
         let transfer = TransferId(self.next_transfer);
