@@ -259,6 +259,18 @@ fn realm_of(first: &TestNode) -> String {
     first.node.realm_share("valley")
 }
 
+/// A, B and C (epidemic) where A and C only ever dial B, the relay.
+fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
+    a.set_peers(&[b.addr()]);
+    c.set_peers(&[b.addr()]);
+    (dir, a, b, c)
+}
+
 #[test]
 fn direct_delivery_with_receipt() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -291,13 +303,7 @@ fn direct_delivery_with_receipt() {
 
 #[test]
 fn store_carry_forward_between_nodes_never_up_together() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
-    a.set_peers(&[b.addr()]);
-    c.set_peers(&[b.addr()]);
+    let (dir, a, b, c) = relay_trio();
 
     let db = b.start();
     let da = a.start();
@@ -329,13 +335,7 @@ fn store_carry_forward_between_nodes_never_up_together() {
 
 #[test]
 fn custody_survives_sigkill_and_delivers_exactly_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
-    a.set_peers(&[b.addr()]);
-    c.set_peers(&[b.addr()]);
+    let (dir, a, b, c) = relay_trio();
 
     let db = b.start();
     let da = a.start();
@@ -365,13 +365,7 @@ fn custody_survives_sigkill_and_delivers_exactly_once() {
 
 #[test]
 fn expired_bundles_are_never_delivered_and_purged_everywhere() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
-    a.set_peers(&[b.addr()]);
-    c.set_peers(&[b.addr()]);
+    let (dir, a, b, c) = relay_trio();
     let db = b.start();
     let da = a.start();
     assert!(wait_until(SETTLE, || b.links() == 1));
