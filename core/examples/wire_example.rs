@@ -4,35 +4,16 @@
 //! `cargo run -p ferry-core --example wire_example`
 #![allow(clippy::print_stdout)]
 
-use ferry_core::{DtnTime, Identity, Keyring, PayloadKind, Priority, Realm, Recipient, SealParams};
+#[path = "../tests/support/wire.rs"]
+mod support;
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn main() {
-    let realm = Realm::new("valley", [0x11; 32]).expect("valid realm");
-    let alice = Keyring::new(Identity::from_seed([0xa1; 32]), vec![realm.clone()]);
-    let bob = Keyring::new(Identity::from_seed([0xb0; 32]), vec![realm]);
-    let params = SealParams {
-        recipient: Recipient::Node {
-            id: bob.node_id(),
-            endpoint: None,
-        },
-        realm: "valley".into(),
-        created: Some(DtnTime(848_623_254)), // 2026-11-22T00:40:54Z
-        sequence: 1,
-        lifetime: 7200,
-        priority: Priority::Normal,
-        hop_limit: 32,
-        kind: PayloadKind::AppData,
-        ephemeral: false,
-    };
-    let payload = b"Water level at station 7: 1.42 m, rising. -- field";
-    let payload = &payload[..50];
-    let bundle = alice
-        .seal(&params, payload, &mut ferry_core::rand_core::OsRng)
-        .expect("seal");
+    let (alice, bob, bundle) = support::worked_example();
+    let payload = support::PAYLOAD;
     let wire = bundle.encode();
     println!("source node id      {}", alice.node_id());
     println!("destination node id {}", bob.node_id());
