@@ -126,6 +126,9 @@ pub enum PayloadKind {
     Delta = 6,
     /// A delivery receipt.
     Receipt = 7,
+    /// A node's manifest on a carried drive: the bundles it holds (never routed;
+    /// see docs/sneakernet.md).
+    Manifest = 8,
 }
 
 impl PayloadKind {
@@ -140,6 +143,7 @@ impl PayloadKind {
             5 => Self::Revocation,
             6 => Self::Delta,
             7 => Self::Receipt,
+            8 => Self::Manifest,
             _ => return None,
         })
     }

@@ -235,6 +235,31 @@ impl Default for DiscoverySection {
     }
 }
 
+/// `[drives]`: USB drives as carrier contacts (sneakernet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrivesSection {
+    /// Mount roots to watch (e.g. "/media"): a directory `ROOT/NAME` or
+    /// `ROOT/USER/NAME` holding a `ferry/` folder is a drive; its appearance starts
+    /// a sync, its removal ends the contact. Empty: no watching.
+    pub watch: Vec<std::path::PathBuf>,
+    /// Seconds between looks at the mount roots.
+    pub poll_secs: u32,
+    /// Most bundle bytes written to one drive per sync (0: no limit but the drive's
+    /// free space).
+    pub max_bytes: u64,
+}
+
+impl Default for DrivesSection {
+    fn default() -> Self {
+        Self {
+            watch: Vec::new(),
+            poll_secs: 2,
+            max_bytes: 0,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +274,8 @@ pub struct Config {
     pub store: StoreSection,
     /// `[discovery]`
     pub discovery: DiscoverySection,
+    /// `[drives]`
+    pub drives: DrivesSection,
     /// `[routes]`: static routes for the `static` policy, destination node id →
     /// next-hop node id.
     pub routes: std::collections::BTreeMap<String, String>,
@@ -299,6 +326,17 @@ impl Config {
             return Err(ConfigError::Value(format!(
                 "node.log_level `{}`: expected error, warn, info, debug or trace",
                 self.node.log_level
+            )));
+        }
+        if self.drives.poll_secs == 0 {
+            return Err(ConfigError::Value(
+                "drives.poll_secs must be at least 1".into(),
+            ));
+        }
+        if let Some(p) = self.drives.watch.iter().find(|p| !p.is_absolute()) {
+            return Err(ConfigError::Value(format!(
+                "drives.watch: `{}` must be an absolute path",
+                p.display()
             )));
         }
         if self.discovery.interval_secs == 0 {
@@ -388,6 +426,15 @@ targets = {disc_targets}
 # Seconds between beacons (default 5).
 interval_secs = {disc_interval}
 
+[drives]
+# Mount roots watched for USB drives holding a `ferry/` folder, e.g. ["/media"]
+# (default [], no watching). `ferry drive sync PATH` works without this.
+watch = {drives_watch}
+# Seconds between looks at the mount roots (default 2).
+poll_secs = {drives_poll}
+# Most bundle bytes written to one drive per sync; 0 = as much as fits (default 0).
+max_bytes = {drives_max}
+
 # Static routes for the "static" policy: "DESTINATION_NODE_ID" = "NEXT_HOP_NODE_ID".
 [routes]
 {routes}
@@ -423,6 +470,16 @@ max_bundle_bytes = {max_bundle_bytes}
                     .collect::<Vec<_>>()
             ),
             disc_interval = self.discovery.interval_secs,
+            drives_watch = list(
+                &self
+                    .drives
+                    .watch
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+            ),
+            drives_poll = self.drives.poll_secs,
+            drives_max = self.drives.max_bytes,
             routes = self
                 .routes
                 .iter()

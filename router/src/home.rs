@@ -73,12 +73,48 @@ pub enum HomeError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] ferry_storage::StoreError),
+    /// Another process (a running `ferry run`) holds the home's lock.
+    #[error("{0} is in use by a running node")]
+    Locked(PathBuf),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HomeError + '_ {
     move |source| HomeError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+/// The lock file that one process at a time holds on a home.
+pub const LOCK_FILE: &str = "ferry.lock";
+
+/// An exclusive lock on a node home, held by `ferry run` (and by a standalone
+/// `ferry drive sync`) for as long as it works on the store; released on drop, and
+/// by the kernel if the process dies.
+#[derive(Debug)]
+pub struct HomeLock {
+    _file: fs::File,
+}
+
+impl HomeLock {
+    /// Takes the lock on `dir`, or [`HomeError::Locked`] at once if a running
+    /// process holds it.
+    pub fn try_take(dir: &Path) -> Result<HomeLock, HomeError> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| HomeError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(HomeLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(HomeError::Locked(dir.to_path_buf())),
+            Err(fs::TryLockError::Error(source)) => Err(HomeError::Io { path, source }),
+        }
     }
 }
 

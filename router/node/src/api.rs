@@ -52,6 +52,7 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/events", get(events))
+        .route("/v1/drives/sync", post(drive_sync))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shared);
     axum::serve(listener, app)
@@ -381,4 +382,35 @@ async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `POST /v1/drives/sync`: sync a mounted drive through the running node.
+#[derive(Debug, serde::Deserialize)]
+struct DriveSyncRequest {
+    /// Mount point (absolute path) of the drive.
+    path: String,
+    /// Most bundle bytes to write.
+    max_bytes: Option<u64>,
+}
+
+async fn drive_sync(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<DriveSyncRequest>,
+) -> Result<Json<crate::drive::SyncSummary>, ApiError> {
+    let path = std::path::PathBuf::from(&req.path);
+    if !path.is_absolute() {
+        return Err(bad("path must be absolute"));
+    }
+    if !path.is_dir() {
+        return Err(bad(format!("{} is not a directory", req.path)));
+    }
+    let opts = crate::drive::SyncOptions {
+        max_bytes: req.max_bytes,
+        write_budget: None,
+    };
+    let home = shared.home.clone();
+    crate::drive::sync(&shared, &home, &path, &opts, None)
+        .await
+        .map(Json)
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
 }

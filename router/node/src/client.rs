@@ -162,6 +162,26 @@ impl Client {
     }
 
     /// Prints a JSON endpoint, raw or as indented text.
+    /// Asks the running node to sync the drive mounted at `mount`.
+    pub fn drive_sync(
+        &self,
+        mount: &Path,
+        max_bytes: Option<u64>,
+    ) -> Result<crate::drive::SyncSummary> {
+        let body = serde_json::json!({
+            "path": mount.to_string_lossy(),
+            "max_bytes": max_bytes,
+        });
+        let v: Value = self
+            .agent
+            .post(&format!("{}/v1/drives/sync", self.base))
+            .send_json(body)
+            .map_err(api_error)?
+            .into_json()
+            .context("reading the node's answer")?;
+        serde_json::from_value(v).context("unexpected answer from the node")
+    }
+
     pub fn show(&self, path: &str, json: bool) -> Result<()> {
         let v: Value = self
             .agent

@@ -29,7 +29,7 @@ use ferry_core::rand_core::OsRng;
 use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeId, OpenError, PayloadKind, SealParams};
 use ferry_router::config::Config;
 use ferry_router::engine::{
-    Engine, EngineConfig, EngineStats, Input, Millis, Origin, Output, RefuseReason,
+    Engine, EngineConfig, EngineStats, ImportOutcome, Input, Millis, Origin, Output, RefuseReason,
 };
 use ferry_storage::LmdbStore;
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
@@ -127,8 +127,43 @@ pub enum Cmd {
         /// The bundle.
         id: BundleId,
     },
+    /// A carrier (a drive being synced) came up: its output queue.
+    CarrierUp {
+        /// The link.
+        link: LinkId,
+        /// Where the engine's imports, exports and idle notices for it go.
+        out: mpsc::Sender<CarrierOut>,
+        /// The engine input to pass on ([`Input::CarrierUp`]).
+        input: Input,
+    },
+    /// Reserve a sequence number for a bundle sealed outside the engine (a drive
+    /// manifest).
+    NextSequence {
+        /// The number, or why none could be reserved.
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// Commit what is buffered and stop.
     Shutdown,
+}
+
+/// What the engine tells a carrier's driver (`drive.rs`).
+#[derive(Debug)]
+pub enum CarrierOut {
+    /// What became of an imported bundle.
+    Imported(BundleId, ImportOutcome),
+    /// Write this bundle; answer `TransferDone`/`TransferFailed`.
+    Export {
+        /// The transfer.
+        transfer: TransferId,
+        /// The bundle.
+        id: BundleId,
+        /// Spray copies handed over with it.
+        copies: u32,
+        /// The encoded bundle.
+        bytes: Vec<u8>,
+    },
+    /// The export pass is over and nothing is outstanding.
+    Idle,
 }
 
 /// What a link writer sends.
@@ -269,10 +304,18 @@ pub struct Shared {
     pub clock: Clock,
     /// The QUIC listen address actually bound.
     pub listen: SocketAddr,
+    /// The node's home directory.
+    pub home: PathBuf,
 }
 
 /// Runs the node until SIGTERM/SIGINT.
 pub fn run(home_dir: PathBuf) -> Result<()> {
+    if !home_dir.join(ferry_router::home::IDENTITY_FILE).exists() {
+        // A first run: `Home::open` below initialises it.
+        std::fs::create_dir_all(&home_dir)
+            .with_context(|| format!("creating {}", home_dir.display()))?;
+    }
+    let _lock = ferry_router::home::HomeLock::try_take(&home_dir)?;
     let home = match ferry_router::home::Home::open(&home_dir) {
         Ok(h) => h,
         Err(ferry_router::home::HomeError::NotInitialised(_)) => {
@@ -295,7 +338,7 @@ pub fn run(home_dir: PathBuf) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(run_async(config, Arc::new(keyring), store))
+    rt.block_on(run_async(home_dir, config, Arc::new(keyring), store))
 }
 
 fn eprintln_info(msg: &str) {
@@ -316,7 +359,12 @@ fn init_tracing(level: &str) {
         .try_init();
 }
 
-async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>) -> Result<()> {
+async fn run_async(
+    home_dir: PathBuf,
+    config: Config,
+    keyring: Arc<Keyring>,
+    store: Arc<LmdbStore>,
+) -> Result<()> {
     let mut qcfg = QuicConfig::default();
     qcfg.listen = config.node.listen;
     qcfg.max_bundle_bytes = config.store.max_bundle_bytes as u64;
@@ -334,43 +382,27 @@ async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>)
     let quic = bound.link;
     let listen = quic.local_addr();
 
-    let routes = config.static_routes()?;
-    let mut engine_cfg = EngineConfig::from_config(&config, routes);
-    // Apps fetch payloads from the store (`api.rs`); the engine need not copy them.
-    engine_cfg.deliver_payload = false;
-    let clock = Clock::start();
-    let engine = Engine::new(store.clone(), keyring.clone(), engine_cfg, clock.now());
-
-    let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
-    let (events, _) = broadcast::channel(1024);
-    let shared = Arc::new(Shared {
-        keyring: keyring.clone(),
-        store: store.clone(),
-        config: config.clone(),
-        cmds: cmd_tx.clone(),
-        deliveries: Mutex::new(Deliveries::default()),
-        delivery_ready: Notify::new(),
-        events,
-        delivered: Mutex::new(VecDeque::new()),
-        links: Mutex::new(BTreeMap::new()),
-        engine_stats: Mutex::new(EngineStats::default()),
-        rejected: Default::default(),
-        clock,
+    let core = Core::start(
+        home_dir,
+        config.clone(),
+        keyring.clone(),
+        store,
+        Some(quic.clone()),
         listen,
-    });
+    )?;
+    let shared = core.shared.clone();
+    let cmd_tx = shared.cmds.clone();
 
     // The API first: if its port is taken, fail before touching links.
-    let api_listener = tokio::net::TcpListener::bind(config.node.api)
-        .await
-        .with_context(|| format!("binding the API on {}", config.node.api))?;
+    let api_listener = match tokio::net::TcpListener::bind(config.node.api).await {
+        Ok(l) => l,
+        Err(e) => {
+            drop(cmd_tx);
+            core.stop().await?;
+            return Err(e).with_context(|| format!("binding the API on {}", config.node.api));
+        }
+    };
     let api_addr = api_listener.local_addr()?;
-
-    let engine_shared = shared.clone();
-    let engine_quic = quic.clone();
-    let engine_thread = std::thread::Builder::new()
-        .name("ferry-engine".into())
-        .spawn(move || engine_main(engine, cmd_rx, engine_shared, engine_quic))
-        .context("starting the engine thread")?;
 
     for p in config.peer_addrs()? {
         quic.dial(p.id, p.addr.clone());
@@ -391,6 +423,7 @@ async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>)
         });
     }
 
+    tokio::spawn(crate::drive::watch(shared.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let api = tokio::spawn(crate::api::serve(api_listener, shared.clone(), stop_rx));
     tracing::info!(
@@ -405,13 +438,73 @@ async fn run_async(config: Config, keyring: Arc<Keyring>, store: Arc<LmdbStore>)
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = api.await;
-    let _ = cmd_tx.send(Cmd::Shutdown).await;
     drop(cmd_tx);
-    let joined = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    let r = core.stop().await;
     quic.shutdown().await;
-    match joined {
-        Ok(Ok(r)) => r,
-        _ => bail!("engine thread panicked"),
+    r
+}
+
+/// The engine thread and the state it shares: what `ferry run` and a standalone
+/// `ferry drive sync` both need.
+pub struct Core {
+    /// Shared state (its `cmds` reach the engine thread).
+    pub shared: Arc<Shared>,
+    engine_thread: std::thread::JoinHandle<Result<()>>,
+}
+
+impl Core {
+    /// Starts the engine thread over `store`.
+    pub fn start(
+        home: PathBuf,
+        config: Config,
+        keyring: Arc<Keyring>,
+        store: Arc<LmdbStore>,
+        quic: Option<QuicLink>,
+        listen: SocketAddr,
+    ) -> Result<Core> {
+        let routes = config.static_routes()?;
+        let mut engine_cfg = EngineConfig::from_config(&config, routes);
+        // Apps fetch payloads from the store (`api.rs`); the engine need not copy them.
+        engine_cfg.deliver_payload = false;
+        let clock = Clock::start();
+        let engine = Engine::new(store.clone(), keyring.clone(), engine_cfg, clock.now());
+        let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            keyring,
+            store,
+            config,
+            cmds: cmd_tx,
+            deliveries: Mutex::new(Deliveries::default()),
+            delivery_ready: Notify::new(),
+            events,
+            delivered: Mutex::new(VecDeque::new()),
+            links: Mutex::new(BTreeMap::new()),
+            engine_stats: Mutex::new(EngineStats::default()),
+            rejected: Default::default(),
+            clock,
+            listen,
+            home,
+        });
+        let engine_shared = shared.clone();
+        let engine_thread = std::thread::Builder::new()
+            .name("ferry-engine".into())
+            .spawn(move || engine_main(engine, cmd_rx, engine_shared, quic))
+            .context("starting the engine thread")?;
+        Ok(Core {
+            shared,
+            engine_thread,
+        })
+    }
+
+    /// Commits what the engine buffered and stops its thread.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.shared.cmds.send(Cmd::Shutdown).await;
+        let thread = self.engine_thread;
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(r)) => r,
+            _ => bail!("engine thread panicked"),
+        }
     }
 }
 
@@ -471,14 +564,14 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
                 bytes,
             } => {
                 // Gather the bundles already waiting, verify them as one batch.
-                let mut batch = vec![(link, transfer, bytes)];
+                let mut batch = vec![((link, transfer), bytes)];
                 while batch.len() < VERIFY_BATCH {
                     match events.try_recv() {
                         Ok(LinkEvent::Bundle {
                             link,
                             transfer,
                             bytes,
-                        }) => batch.push((link, transfer, bytes)),
+                        }) => batch.push(((link, transfer), bytes)),
                         Ok(other) => {
                             held = Some(other);
                             break;
@@ -490,9 +583,9 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
                 let verified = tokio::task::spawn_blocking(move || accept_batch(&keyring, batch))
                     .await
                     .unwrap_or_default();
-                for r in verified {
+                for ((link, transfer), r) in verified {
                     match r {
-                        Ok((link, transfer, bundle)) => {
+                        Ok(bundle) => {
                             let input = Input::Received {
                                 link,
                                 transfer,
@@ -502,7 +595,7 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
                                 return;
                             }
                         }
-                        Err(e) => {
+                        Err((e, _)) => {
                             shared
                                 .rejected
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -519,39 +612,54 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
     }
 }
 
-type Accepted = Result<(LinkId, TransferId, Bundle), OpenError>;
-
 /// Decodes, realm-checks and expiry-checks each bundle, then verifies the
-/// signatures of the survivors as one batch.
-fn accept_batch(keyring: &Keyring, batch: Vec<(LinkId, TransferId, Vec<u8>)>) -> Vec<Accepted> {
+/// signatures of the survivors as one batch. Each result keeps its tag.
+/// A refused bundle: why, and its bytes (for a quarantine).
+pub type Refusal = (OpenError, Vec<u8>);
+
+pub fn accept_batch<T>(
+    keyring: &Keyring,
+    batch: Vec<(T, Vec<u8>)>,
+) -> Vec<(T, Result<Bundle, Refusal>)> {
     let now = now_dtn();
-    let mut out: Vec<Accepted> = Vec::with_capacity(batch.len());
-    for (link, transfer, bytes) in batch {
-        let r = Bundle::decode(&bytes, keyring.limits())
-            .map_err(OpenError::from)
-            .and_then(|b| {
-                keyring.check_realm(&b)?;
-                if b.is_expired(now) {
-                    return Err(OpenError::Expired);
-                }
-                Ok((link, transfer, b))
-            });
-        out.push(r);
-    }
-    let ok: Vec<&Bundle> = out
-        .iter()
-        .filter_map(|r| r.as_ref().ok().map(|(_, _, b)| b))
+    let decoded: Vec<(T, Result<Bundle, Refusal>)> = batch
+        .into_iter()
+        .map(|(tag, bytes)| {
+            let r = Bundle::decode(&bytes, keyring.limits())
+                .map_err(OpenError::from)
+                .and_then(|b| {
+                    keyring.check_realm(&b)?;
+                    if b.is_expired(now) {
+                        return Err(OpenError::Expired);
+                    }
+                    Ok(b)
+                });
+            (tag, r.map_err(|e| (e, bytes)))
+        })
         .collect();
-    let sigs = keyring.verify_many(&ok);
-    let mut sigs = sigs.into_iter();
-    out.into_iter()
-        .map(|r| match r {
-            Ok(x) => match sigs.next() {
-                Some(Ok(())) => Ok(x),
-                Some(Err(e)) => Err(e),
-                None => Err(OpenError::BadSignature),
-            },
-            Err(e) => Err(e),
+    let ok: Vec<&Bundle> = decoded
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .collect();
+    let mut sigs = keyring.verify_many(&ok).into_iter();
+    decoded
+        .into_iter()
+        .map(|(tag, r)| {
+            let r = match r {
+                Ok(b) => match sigs.next() {
+                    Some(Ok(())) => Ok(b),
+                    Some(Err(e)) => {
+                        let bytes = b.encode();
+                        Err((e, bytes))
+                    }
+                    None => {
+                        let bytes = b.encode();
+                        Err((OpenError::BadSignature, bytes))
+                    }
+                },
+                Err(e) => Err(e),
+            };
+            (tag, r)
         })
         .collect()
 }
@@ -586,15 +694,16 @@ struct EngineLoop {
     engine: Engine<LmdbStore>,
     shared: Arc<Shared>,
     writers: HashMap<LinkId, mpsc::Sender<LinkOut>>,
+    carriers: HashMap<LinkId, mpsc::Sender<CarrierOut>>,
     submits: HashMap<BundleId, oneshot::Sender<Result<BundleId, SubmitError>>>,
-    quic: QuicLink,
+    quic: Option<QuicLink>,
 }
 
 fn engine_main(
     engine: Engine<LmdbStore>,
     mut rx: mpsc::Receiver<Cmd>,
     shared: Arc<Shared>,
-    quic: QuicLink,
+    quic: Option<QuicLink>,
 ) -> Result<()> {
     let local = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -604,6 +713,7 @@ fn engine_main(
         engine,
         shared,
         writers: HashMap::new(),
+        carriers: HashMap::new(),
         submits: HashMap::new(),
         quic,
     };
@@ -709,6 +819,13 @@ impl EngineLoop {
                 self.input(Input::Submit { bundle }).await;
             }
             Cmd::AppAck { id } => self.input(Input::AppAck { id }).await,
+            Cmd::CarrierUp { link, out, input } => {
+                self.carriers.insert(link, out);
+                self.input(input).await;
+            }
+            Cmd::NextSequence { reply } => {
+                let _ = reply.send(self.engine.next_sequence().map_err(|e| e.to_string()));
+            }
             Cmd::Shutdown => {}
         }
     }
@@ -752,8 +869,40 @@ impl EngineLoop {
             }
             Output::CloseLink { link, reason } => {
                 tracing::info!(%link, ?reason, "closing link");
-                self.quic.close_link(link, "protocol error");
+                if let Some(q) = &self.quic {
+                    q.close_link(link, "protocol error");
+                }
                 self.writers.remove(&link);
+                self.carriers.remove(&link);
+            }
+            Output::Imported { link, id, outcome } => {
+                self.pass_to_carrier(link, CarrierOut::Imported(id, outcome))
+                    .await;
+            }
+            Output::Export {
+                link,
+                transfer,
+                id,
+                copies,
+                bytes,
+            } => {
+                let out = CarrierOut::Export {
+                    transfer,
+                    id,
+                    copies,
+                    bytes,
+                };
+                if !self.pass_to_carrier(link, out).await {
+                    let now = self.shared.clock.now();
+                    let _ = self.engine.handle_input(
+                        now,
+                        now_dtn(),
+                        Input::TransferFailed { link, transfer },
+                    );
+                }
+            }
+            Output::CarrierIdle { link } => {
+                self.pass_to_carrier(link, CarrierOut::Idle).await;
             }
             Output::Deliver {
                 id,
@@ -834,6 +983,18 @@ impl EngineLoop {
         }
     }
 
+    /// Passes an output to a carrier's driver; `false` if it is gone.
+    async fn pass_to_carrier(&mut self, link: LinkId, out: CarrierOut) -> bool {
+        let Some(tx) = self.carriers.get(&link) else {
+            return false;
+        };
+        if tx.send(out).await.is_err() {
+            self.carriers.remove(&link);
+            return false;
+        }
+        true
+    }
+
     async fn shutdown(&mut self) {
         // Commit whatever is buffered: the commit deadline is at most one commit
         // delay away, so run the engine's timers until nothing is due soon.
@@ -864,5 +1025,6 @@ pub fn kind_name(kind: PayloadKind) -> &'static str {
         PayloadKind::Revocation => "revocation",
         PayloadKind::Delta => "delta",
         PayloadKind::Receipt => "receipt",
+        PayloadKind::Manifest => "manifest",
     }
 }

@@ -4,6 +4,7 @@
 mod api;
 mod client;
 mod daemon;
+mod drive;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -114,6 +115,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// USB drives carried between sites (sneakernet).
+    #[command(subcommand)]
+    Drive(DriveCmd),
     /// List the bundles in the running node's store.
     Bundles {
         #[command(flatten)]
@@ -124,6 +128,25 @@ enum Cmd {
         /// Most bundles to list.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DriveCmd {
+    /// Exchange bundles with a drive mounted at PATH: import what it carries for or
+    /// through this node, then export what should travel on (by routing policy and
+    /// priority, within --max-bytes). Uses the running node if there is one.
+    Sync {
+        #[command(flatten)]
+        home: HomeArg,
+        /// The drive's mount point (a `ferry/` folder is created there if missing).
+        path: PathBuf,
+        /// Most bundle bytes to write to the drive (e.g. 500M, 2G).
+        #[arg(long, value_name = "BYTES")]
+        max_bytes: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -360,6 +383,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .show(&format!("/v1/bundles?limit={limit}"), json)?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Drive(DriveCmd::Sync {
+            home,
+            path,
+            max_bytes,
+            json,
+        }) => drive_sync(&home.dir()?, &path, max_bytes.as_deref(), json),
         Cmd::Bundle(BundleCmd::Seal(args)) => seal(args),
         Cmd::Bundle(BundleCmd::Open {
             home,
@@ -393,6 +422,135 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// Parses a byte count with an optional K/M/G suffix (powers of 1024).
+fn parse_bytes(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => bail!("bad byte count `{s}`: use a number with K, M, G or T"),
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("bad byte count `{s}`: use a number with K, M, G or T"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("byte count `{s}` is too large"))
+}
+
+fn drive_sync(home: &Path, path: &Path, max_bytes: Option<&str>, json: bool) -> Result<ExitCode> {
+    let max_bytes = max_bytes.map(parse_bytes).transpose()?;
+    if !path.is_dir() {
+        bail!(
+            "{} is not a directory (is the drive mounted?)",
+            path.display()
+        );
+    }
+    let mount = path
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    let summary = match home::HomeLock::try_take(home) {
+        Ok(lock) => {
+            let r = drive_sync_here(home, &mount, max_bytes);
+            drop(lock);
+            r?
+        }
+        Err(home::HomeError::Locked(_)) => {
+            client::Client::for_home(home)?.drive_sync(&mount, max_bytes)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        for m in &summary.messages {
+            eprintln!("ferry: {m}");
+        }
+        println!("{}", summary.line());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A sync with no node running: this process runs the engine for the duration.
+fn drive_sync_here(
+    home: &Path,
+    mount: &Path,
+    max_bytes: Option<u64>,
+) -> Result<drive::SyncSummary> {
+    let h = Home::open(home)?;
+    let store = std::sync::Arc::new(h.open_store()?);
+    let (_dir, config, keyring) = h.into_parts();
+    let write_budget = match std::env::var("FERRY_DRIVE_WRITE_BUDGET") {
+        Ok(v) => Some(parse_bytes(&v).context("FERRY_DRIVE_WRITE_BUDGET")?),
+        Err(_) => None,
+    };
+    let opts = drive::SyncOptions {
+        max_bytes,
+        write_budget,
+    };
+    let progress: Option<drive::Progress> = if io::stdout().is_terminal() {
+        Some(Box::new(progress_line))
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let home = home.to_path_buf();
+    rt.block_on(async move {
+        let listen: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let core = daemon::Core::start(
+            home.clone(),
+            config,
+            std::sync::Arc::new(keyring),
+            store,
+            None,
+            listen,
+        )?;
+        let shared = core.shared.clone();
+        let r = drive::sync(&shared, &home, mount, &opts, progress).await;
+        drop(shared);
+        let stopped = core.stop().await;
+        if progress_shown() {
+            println!();
+        }
+        let s = r?;
+        stopped?;
+        Ok(s)
+    })
+}
+
+static PROGRESS_SHOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn progress_shown() -> bool {
+    PROGRESS_SHOWN.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A progress bar on one terminal line.
+fn progress_line(phase: &str, done: u64, total: u64) {
+    const WIDTH: u64 = 30;
+    let filled = (done.min(total) * WIDTH)
+        .checked_div(total)
+        .unwrap_or(WIDTH);
+    let bar: String = (0..WIDTH)
+        .map(|i| if i < filled { '#' } else { '.' })
+        .collect();
+    print!("\r{phase:<10} [{bar}] {done}/{total}   ");
+    let _ = io::stdout().flush();
+    PROGRESS_SHOWN.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn init(args: InitArgs) -> Result<ExitCode> {

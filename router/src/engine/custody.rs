@@ -155,7 +155,17 @@ impl<S: CustodyStore> Engine<S> {
             || self.pending_bytes >= self.config.commit_batch_bytes
     }
 
-    fn push_pending(&mut self, p: Pending) -> Result<(), EngineError> {
+    /// Whether one more age-based bundle fits the clockless age table.
+    pub(crate) fn aging_has_room(&self) -> bool {
+        let waiting = self
+            .pending
+            .iter()
+            .filter(|p| p.bundle.envelope().age.is_some())
+            .count();
+        self.aging.len() + waiting < self.config.max_aging
+    }
+
+    pub(crate) fn push_pending(&mut self, p: Pending) -> Result<(), EngineError> {
         self.pending_bytes = self
             .pending_bytes
             .saturating_add(p.bundle.encoded_len() as u64);
@@ -168,6 +178,10 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     fn refuse_peer(&mut self, link: LinkId, id: BundleId, reason: RefuseReason) {
+        if self.is_carrier(&link) {
+            self.emit_imported(link, id, super::ImportOutcome::Refused(reason));
+            return;
+        }
         if let Some(l) = self.links.get(&link) {
             let origin = Origin::Peer {
                 link,
@@ -219,16 +233,9 @@ impl<S: CustodyStore> Engine<S> {
             self.send_frame(link, &Frame::Ack(vec![key]));
             return Ok(());
         }
-        if env.age.is_some() && self.wall.is_none() {
-            let waiting = self
-                .pending
-                .iter()
-                .filter(|p| p.bundle.envelope().age.is_some())
-                .count();
-            if self.aging.len() + waiting >= self.config.max_aging {
-                self.refuse_peer(link, id, RefuseReason::NotAccepted);
-                return Ok(());
-            }
+        if env.age.is_some() && self.wall.is_none() && !self.aging_has_room() {
+            self.refuse_peer(link, id, RefuseReason::NotAccepted);
+            return Ok(());
         }
         self.push_pending(Pending {
             bundle,
@@ -423,6 +430,11 @@ impl<S: CustodyStore> Engine<S> {
 
     fn refuse(&mut self, p: Pending, reason: RefuseReason) {
         let id = p.bundle.id();
+        if let Origin::Peer { link, .. } = p.origin {
+            if self.is_carrier(&link) {
+                self.refuse_peer(link, id, reason);
+            }
+        }
         for link in p.acks {
             self.refuse_peer(link, id, reason);
         }
@@ -446,6 +458,15 @@ impl<S: CustodyStore> Engine<S> {
         for link in &p.acks {
             if self.links.get(link).is_some_and(|l| !l.closing) {
                 acks.entry(*link).or_default().push(key_of(&id));
+            }
+        }
+        if let Origin::Peer { link, .. } = p.origin {
+            if self.is_carrier(&link) {
+                let o = match outcome {
+                    InsertOutcome::Inserted => super::ImportOutcome::Stored,
+                    InsertOutcome::Duplicate { .. } => super::ImportOutcome::Duplicate,
+                };
+                self.emit_imported(link, id, o);
             }
         }
         match outcome {

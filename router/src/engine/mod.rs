@@ -191,6 +191,19 @@
 //! every policy shares (hop limit, holders, group bundles, the destination) are in
 //! [`policy`].
 //!
+//! # Carriers
+//!
+//! A USB drive carried between sites is a contact with a store rather than a live
+//! peer: [`Input::CarrierUp`] (with the drive's readers as its *reach*),
+//! [`Input::Holders`] (what the drive and its readers' signed manifests say they
+//! hold), [`Input::Carried`] for each bundle imported from it (answered by
+//! [`Output::Imported`] once committed), [`Input::CarrierExport`] for an export pass
+//! ([`Output::Export`] per bundle the common rules and the policy hand to some
+//! reader, or to an unknown node when no reader is known; then
+//! [`Output::CarrierIdle`]), and [`Input::ContactDown`] when it is removed. Writing
+//! to a carrier never releases custody: only a receipt does. The `carrier` module
+//! source has the details.
+//!
 //! # Expiry and hop limit
 //!
 //! Every [`EngineConfig::purge_interval`] the engine removes bundles whose
@@ -226,6 +239,7 @@
 //! CPU and I/O: the first reconciliation round of a contact reads every held id once
 //! (one ordered index scan; later rounds only the mismatching ranges).
 
+mod carrier;
 pub mod envelope;
 pub mod frame;
 mod link;
@@ -247,6 +261,7 @@ pub use ferry_cl_api::{LinkCaps, LinkId, TransferId};
 use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeHash, NodeId, PayloadKind, RealmTag};
 use ferry_storage::{CustodyStore, StoreError};
 
+pub use carrier::{ImportOutcome, MAX_CARRIER_REACH};
 pub use frame::{decode_frame, Frame, FrameError, RefuseReason, MAX_FRAME_BYTES};
 pub use policy::{Candidate, PolicyConfig, RoutingPolicy, Verdict};
 pub use prophet::ProphetParams;
@@ -422,6 +437,43 @@ pub enum Input {
         /// The bundle.
         id: BundleId,
     },
+    /// A carrier contact began: a link whose other end is a store (a USB drive),
+    /// see the module docs' *Carriers*. It ends with [`Input::ContactDown`].
+    CarrierUp {
+        /// The link.
+        link: LinkId,
+        /// The carrier's pseudo-peer hash (derived from the drive's id): recorded as
+        /// a holder of what is written to it.
+        carrier: NodeHash,
+        /// What the link can do (`max_in_flight` bounds the writes at once).
+        caps: LinkCaps,
+        /// Nodes known to read the carrier (at most [`MAX_CARRIER_REACH`]).
+        reach: Vec<NodeHash>,
+    },
+    /// `peer` is known to hold these bundles (a node's signed manifest, or a
+    /// carrier's inventory): recorded as routing metadata, never as a release.
+    Holders {
+        /// The node or carrier.
+        peer: NodeHash,
+        /// The bundles.
+        ids: Vec<BundleId>,
+    },
+    /// A bundle read from a carrier, already accepted by the driver (decoded, realm
+    /// and signature checked, not expired); answered by [`Output::Imported`].
+    Carried {
+        /// The carrier link.
+        link: LinkId,
+        /// The bundle.
+        bundle: Bundle,
+        /// Spray copies written beside it.
+        copies: u32,
+    },
+    /// Start an export pass on a carrier: [`Output::Export`] for every bundle to
+    /// write, then [`Output::CarrierIdle`].
+    CarrierExport {
+        /// The carrier link.
+        link: LinkId,
+    },
 }
 
 /// Where a stored bundle came from.
@@ -555,6 +607,34 @@ pub enum Output {
         /// Why.
         reason: RemoveReason,
     },
+    /// What became of an [`Input::Carried`] bundle.
+    Imported {
+        /// The carrier link.
+        link: LinkId,
+        /// The bundle.
+        id: BundleId,
+        /// Stored, duplicate or refused.
+        outcome: ImportOutcome,
+    },
+    /// Write a bundle to a carrier, then report [`Input::TransferDone`] once the
+    /// write is durable or [`Input::TransferFailed`].
+    Export {
+        /// The carrier link.
+        link: LinkId,
+        /// The transfer.
+        transfer: TransferId,
+        /// The bundle.
+        id: BundleId,
+        /// Spray copies handed over with it (1 when not a split).
+        copies: u32,
+        /// The encoded bundle with its forwarding envelope.
+        bytes: Vec<u8>,
+    },
+    /// A carrier's export pass is over and none of its writes is outstanding.
+    CarrierIdle {
+        /// The carrier link.
+        link: LinkId,
+    },
 }
 
 /// What the engine can fail with. After an error the engine stays usable; the
@@ -611,6 +691,8 @@ pub struct Engine<S: CustodyStore> {
     now: Millis,
     wall: Option<DtnTime>,
     links: BTreeMap<LinkId, Link>,
+    /// Carrier contacts (USB drives).
+    carriers: BTreeMap<LinkId, carrier::Carrier>,
     /// Links per peer (a peer may be reachable on several).
     peer_links: BTreeMap<NodeHash, u32>,
     outputs: VecDeque<Output>,
@@ -671,6 +753,7 @@ impl<S: CustodyStore> Engine<S> {
             now,
             wall: None,
             links: BTreeMap::new(),
+            carriers: BTreeMap::new(),
             peer_links: BTreeMap::new(),
             outputs: VecDeque::new(),
             next_transfer: 1,
@@ -706,7 +789,11 @@ impl<S: CustodyStore> Engine<S> {
         self.set_time(now, wall);
         match input {
             Input::ContactUp { link, peer, caps } => self.contact_up(link, peer, caps)?,
-            Input::ContactDown { link } => self.contact_down(link),
+            Input::ContactDown { link } => {
+                if !self.carrier_down(link) {
+                    self.contact_down(link)
+                }
+            }
             Input::Frame { link, bytes } => self.on_frame(link, &bytes)?,
             Input::Received {
                 link,
@@ -714,9 +801,30 @@ impl<S: CustodyStore> Engine<S> {
                 bundle,
             } => self.on_received(link, bundle)?,
             Input::Submit { bundle } => self.on_submit(bundle)?,
-            Input::TransferDone { link, transfer } => self.on_transfer_done(link, transfer),
-            Input::TransferFailed { link, transfer } => self.on_transfer_failed(link, transfer),
+            Input::TransferDone { link, transfer } => {
+                if !self.carrier_transfer_done(link, transfer) {
+                    self.on_transfer_done(link, transfer)
+                }
+            }
+            Input::TransferFailed { link, transfer } => {
+                if !self.carrier_transfer_failed(link, transfer) {
+                    self.on_transfer_failed(link, transfer)
+                }
+            }
             Input::AppAck { id } => self.on_app_ack(&id)?,
+            Input::CarrierUp {
+                link,
+                carrier,
+                caps,
+                reach,
+            } => self.carrier_up(link, carrier, caps, reach),
+            Input::Holders { peer, ids } => self.on_holders(peer, &ids)?,
+            Input::Carried {
+                link,
+                bundle,
+                copies,
+            } => self.on_carried(link, bundle, copies)?,
+            Input::CarrierExport { link } => self.carrier_export(link),
         }
         self.service()
     }
@@ -847,6 +955,7 @@ impl<S: CustodyStore> Engine<S> {
         }
         self.drive_links()?;
         self.pump_sends()?;
+        self.drive_carriers()?;
         Ok(())
     }
 }

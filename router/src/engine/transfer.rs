@@ -86,14 +86,17 @@ impl<S: CustodyStore> Engine<S> {
         peer: NodeId,
         caps: LinkCaps,
     ) -> Result<(), EngineError> {
-        if self.links.contains_key(&link) || peer == self.keyring.node_id() {
+        if self.links.contains_key(&link)
+            || self.is_carrier(&link)
+            || peer == self.keyring.node_id()
+        {
             self.emit(Output::CloseLink {
                 link,
                 reason: CloseReason::BadContact,
             });
             return Ok(());
         }
-        if self.links.len() >= self.config.max_links {
+        if self.links.len() + self.carriers.len() >= self.config.max_links {
             self.emit(Output::CloseLink {
                 link,
                 reason: CloseReason::TooManyLinks,

@@ -1,0 +1,861 @@
+//! Sneakernet: a USB drive as a carrier contact (`ferry drive sync`, the daemon's
+//! drive watch and `POST /v1/drives/sync`).
+//!
+//! One sync is one contact: the drive's readers come from their signed manifests,
+//! the engine hears `CarrierUp`, what the drive and its readers hold (`Holders`),
+//! every bundle imported from it (`Carried`, verified here in batches first), then
+//! runs an export pass whose writes go into packs (temp file, fsync, rename). Only
+//! once a pack is durable on the drive does the engine hear `TransferDone` for its
+//! bundles; nothing is ever released because of a drive — only a receipt does that.
+//! The drive format is `ferry-cl-drive`'s, described in docs/sneakernet.md.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use ferry_cl_api::{LinkCaps, LinkId, TransferId};
+use ferry_cl_drive::{Drive, DriveError, DriveLimits, PackRef};
+use ferry_core::codec::{put_varint, Reader};
+use ferry_core::rand_core::OsRng;
+use ferry_core::{BundleId, NodeHash, OpenError, PayloadKind, Priority, Recipient, SealParams};
+use ferry_router::engine::{ImportOutcome, Input};
+use ferry_storage::CustodyStore;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::daemon::{accept_batch, now_dtn, CarrierOut, Cmd, Shared};
+
+/// Carrier link ids live in their own range, apart from the QUIC link's.
+static NEXT_CARRIER: AtomicU64 = AtomicU64::new(1 << 62);
+/// Bundles verified as one batch on import.
+const IMPORT_BATCH: usize = 64;
+/// Ids per `Holders` input.
+const HOLDERS_CHUNK: usize = 4096;
+/// Most ids a manifest lists (the newest packs' first).
+pub const MAX_MANIFEST_IDS: usize = 262_144;
+/// Manifest payload version.
+const MANIFEST_VERSION: u8 = 1;
+/// How long a manifest stays valid (seconds).
+const MANIFEST_LIFETIME: u32 = 90 * 86_400;
+/// Bundles written per pack at most (the engine's in-flight window on a drive).
+const PACK_ENTRIES: u32 = 4096;
+/// Export passes retried with smaller packs after the drive filled up.
+const FULL_RETRIES: u32 = 12;
+
+/// What a sync may do.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Most bundle bytes to write to the drive.
+    pub max_bytes: Option<u64>,
+    /// Fault injection for tests: the drive behaves as full after this many bytes
+    /// written through this sync (`FERRY_DRIVE_WRITE_BUDGET`).
+    pub write_budget: Option<u64>,
+}
+
+/// What a sync did.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct SyncSummary {
+    /// The drive's id.
+    pub drive: String,
+    /// Nodes known to read the drive (valid manifests of this node's realms).
+    pub readers: usize,
+    /// Bundles taken into custody from the drive.
+    pub imported: u64,
+    /// Bundles on the drive this node already had.
+    pub duplicates: u64,
+    /// Bundles of realms this node is not in (left alone).
+    pub foreign: u64,
+    /// Expired bundles skipped.
+    pub expired: u64,
+    /// Bundles the router refused (store full, hop limit).
+    pub refused: u64,
+    /// Corrupt bundles and files set aside.
+    pub quarantined: u64,
+    /// Bundles written to the drive.
+    pub exported: u64,
+    /// Bundles the policy chose that did not fit (budget or drive full).
+    pub not_exported: u64,
+    /// Bundle bytes read from the drive.
+    pub bytes_in: u64,
+    /// Bundle bytes written to the drive.
+    pub bytes_out: u64,
+    /// The drive filled up.
+    pub drive_full: bool,
+    /// Wall time in milliseconds.
+    pub millis: u64,
+    /// What was quarantined, and why (one line each).
+    pub messages: Vec<String>,
+}
+
+impl SyncSummary {
+    /// One line for people.
+    pub fn line(&self) -> String {
+        format!(
+            "drive {}: imported {}, exported {}, skipped {} (duplicates {}, other realms {}, expired {}), refused {}, quarantined {}, {} in, {} out, {:.1} s{}{}",
+            &self.drive[..8.min(self.drive.len())],
+            self.imported,
+            self.exported,
+            self.duplicates + self.foreign + self.expired,
+            self.duplicates,
+            self.foreign,
+            self.expired,
+            self.refused,
+            self.quarantined,
+            human_bytes(self.bytes_in),
+            human_bytes(self.bytes_out),
+            self.millis as f64 / 1000.0,
+            if self.drive_full { ", drive full" } else { "" },
+            if self.not_exported > 0 {
+                format!(", {} left for another drive", self.not_exported)
+            } else {
+                String::new()
+            },
+        )
+    }
+}
+
+/// Formats a byte count (KiB, MiB, GiB).
+pub fn human_bytes(n: u64) -> String {
+    const K: f64 = 1024.0;
+    let f = n as f64;
+    if f < K {
+        format!("{n} B")
+    } else if f < K * K {
+        format!("{:.1} KiB", f / K)
+    } else if f < K * K * K {
+        format!("{:.1} MiB", f / K / K)
+    } else {
+        format!("{:.2} GiB", f / K / K / K)
+    }
+}
+
+/// Progress reports while a sync runs: (phase, done, total).
+pub type Progress = Box<dyn FnMut(&str, u64, u64) + Send>;
+
+/// The pseudo-peer hash the engine records for a drive.
+pub fn drive_hash(drive: &Drive) -> NodeHash {
+    let h = blake3::Hasher::new_derive_key("ferry v1 drive hash")
+        .update(&drive.id().0)
+        .finalize();
+    let mut out = [0u8; 8];
+    out.copy_from_slice(&h.as_bytes()[..8]);
+    NodeHash(out)
+}
+
+/// Encodes a manifest payload: version, count, ids.
+pub fn encode_manifest(ids: &[BundleId]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + ids.len() * 32);
+    out.push(MANIFEST_VERSION);
+    put_varint(&mut out, ids.len() as u64);
+    for id in ids {
+        out.extend_from_slice(&id.0);
+    }
+    out
+}
+
+/// Decodes a manifest payload.
+pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<BundleId>, String> {
+    let mut r = Reader::new(bytes);
+    let err = |e: ferry_core::codec::CodecError| e.to_string();
+    let v = r.u8("manifest version").map_err(err)?;
+    if v != MANIFEST_VERSION {
+        return Err(format!("unknown manifest version {v}"));
+    }
+    let n = r.count(32, "manifest ids").map_err(err)?;
+    if n > MAX_MANIFEST_IDS || n * 32 != r.remaining() {
+        return Err("count does not match the payload".into());
+    }
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(BundleId(r.array::<32>("manifest id").map_err(err)?));
+    }
+    Ok(ids)
+}
+
+/// The engine side of one carrier contact: commands out, outputs in, without ever
+/// blocking the engine thread on us (outputs that arrive while we wait to send are
+/// kept in `backlog`).
+struct Contact<'a> {
+    shared: &'a Arc<Shared>,
+    link: LinkId,
+    rx: mpsc::Receiver<CarrierOut>,
+    backlog: VecDeque<CarrierOut>,
+}
+
+impl Contact<'_> {
+    async fn send(&mut self, cmd: Cmd) -> Result<()> {
+        loop {
+            tokio::select! {
+                permit = self.shared.cmds.reserve() => {
+                    permit.map_err(|_| anyhow!("the node is shutting down"))?.send(cmd);
+                    return Ok(());
+                }
+                out = self.rx.recv() => match out {
+                    Some(o) => self.backlog.push_back(o),
+                    None => return Err(anyhow!("the engine closed the drive contact")),
+                },
+            }
+        }
+    }
+
+    async fn input(&mut self, input: Input) -> Result<()> {
+        self.send(Cmd::Input(input)).await
+    }
+
+    async fn next(&mut self) -> Result<CarrierOut> {
+        if let Some(o) = self.backlog.pop_front() {
+            return Ok(o);
+        }
+        self.rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("the engine closed the drive contact"))
+    }
+
+    fn try_next(&mut self) -> Option<CarrierOut> {
+        self.backlog.pop_front().or_else(|| self.rx.try_recv().ok())
+    }
+}
+
+/// An entry being verified: its index in the pack, the id the index claims, the
+/// spray copies written with it.
+type EntryTag = (usize, [u8; 32], u32);
+
+/// Counts an import outcome.
+fn count(s: &mut SyncSummary, id: BundleId, o: ImportOutcome) {
+    tracing::debug!(bundle = %id.short(), outcome = ?o, "imported from drive");
+    match o {
+        ImportOutcome::Stored => s.imported += 1,
+        ImportOutcome::Duplicate => s.duplicates += 1,
+        ImportOutcome::Refused(_) => s.refused += 1,
+    }
+}
+
+/// Runs blocking file work on this worker without stalling the runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Syncs the drive mounted at `mount`: import, manifest, export. The contact ends
+/// when it returns.
+pub async fn sync(
+    shared: &Arc<Shared>,
+    home: &Path,
+    mount: &Path,
+    opts: &SyncOptions,
+    progress: Option<Progress>,
+) -> Result<SyncSummary> {
+    sync_until(shared, home, mount, opts, progress, None).await
+}
+
+/// Like [`sync`], but the contact stays up after the export until `removed`
+/// resolves (the drive was unplugged): the watch mode's contact.
+pub async fn sync_until(
+    shared: &Arc<Shared>,
+    home: &Path,
+    mount: &Path,
+    opts: &SyncOptions,
+    mut progress: Option<Progress>,
+    removed: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+) -> Result<SyncSummary> {
+    let started = shared.clock.now();
+    let limits = DriveLimits {
+        max_body_bytes: shared.config.store.max_bundle_bytes as u64,
+        ..DriveLimits::default()
+    };
+    let mut drive = blocking(|| Drive::open_or_init(mount, limits))?;
+    drive.set_write_budget(opts.write_budget);
+    let stale = blocking(|| drive.clean_tmp())?;
+    if stale > 0 {
+        tracing::info!(
+            files = stale,
+            "removed temp files left by an interrupted sync"
+        );
+    }
+    let mut sum = SyncSummary {
+        drive: drive.id().to_string(),
+        ..SyncSummary::default()
+    };
+    let carrier = drive_hash(&drive);
+    let own = shared.keyring.node_id();
+
+    // Readers: the valid manifests of our realms.
+    let mut holders: Vec<(NodeHash, Vec<BundleId>)> = Vec::new();
+    let manifests = blocking(|| drive.read_manifests())?;
+    for e in &manifests.errors {
+        sum.messages.push(format!("unreadable manifest: {e}"));
+    }
+    for path in &manifests.stray {
+        quarantine_drive_file(&drive, path, "not a manifest", &mut sum);
+    }
+    for m in &manifests.manifests {
+        match shared.keyring.accept(&m.bytes, now_dtn()) {
+            Ok(b) => match shared.keyring.open(&b) {
+                Ok(o) if o.kind == PayloadKind::Manifest && b.header().source != own => {
+                    match decode_manifest(&o.payload) {
+                        Ok(ids) => holders.push((b.header().source.hash(), ids)),
+                        Err(e) => sum.messages.push(format!("manifest {}: {e}", m.name)),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => sum.messages.push(format!("manifest {}: {e}", m.name)),
+            },
+            Err(OpenError::ForeignRealm) | Err(OpenError::Expired) => {}
+            Err(e) => {
+                let path = drive
+                    .ferry_dir()
+                    .join("nodes")
+                    .join(format!("{}.fm", m.name));
+                quarantine_drive_file(&drive, &path, &e.to_string(), &mut sum);
+            }
+        }
+    }
+    let reach: Vec<NodeHash> = holders.iter().map(|(h, _)| *h).collect();
+    sum.readers = reach.len();
+
+    // The contact.
+    let link = LinkId(NEXT_CARRIER.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel(1024);
+    let mut contact = Contact {
+        shared,
+        link,
+        rx,
+        backlog: VecDeque::new(),
+    };
+    let caps = LinkCaps {
+        mtu: None,
+        reliable: true,
+        bitrate_bps: None,
+        duty_cycle: None,
+        broadcast: false,
+        max_bundle_bytes: limits.max_body_bytes,
+        max_in_flight: PACK_ENTRIES,
+    };
+    contact
+        .send(Cmd::CarrierUp {
+            link,
+            out: tx,
+            input: Input::CarrierUp {
+                link,
+                carrier,
+                caps,
+                reach,
+            },
+        })
+        .await?;
+    tracing::info!(drive = %sum.drive, %link, readers = sum.readers, "drive contact up");
+    let result = run_contact(
+        &mut contact,
+        &drive,
+        home,
+        carrier,
+        holders,
+        opts,
+        &mut sum,
+        &mut progress,
+    )
+    .await;
+    sum.millis = shared.clock.now().0.saturating_sub(started.0);
+    if let (Ok(()), Some(removed)) = (&result, removed) {
+        tracing::info!(drive = %sum.drive, "{}", sum.line());
+        removed.await;
+    }
+    let _ = contact.input(Input::ContactDown { link }).await;
+    tracing::info!(drive = %sum.drive, %link, "drive contact down");
+    result?;
+    Ok(sum)
+}
+
+/// Moves a corrupt file on the drive into its quarantine folder and reports it.
+fn quarantine_drive_file(drive: &Drive, path: &Path, why: &str, sum: &mut SyncSummary) {
+    sum.quarantined += 1;
+    match blocking(|| drive.quarantine_file(path)) {
+        Ok(to) => sum.messages.push(format!(
+            "quarantined {} ({why}): moved to {}",
+            path.display(),
+            to.display()
+        )),
+        Err(e) => sum.messages.push(format!(
+            "quarantined {} ({why}): could not move it: {e}",
+            path.display()
+        )),
+    }
+}
+
+/// The packs this node finished importing from a drive, kept in the home so a later
+/// sync does not read them again.
+fn state_path(home: &Path, drive: &Drive) -> PathBuf {
+    home.join("drives").join(drive.id().to_string())
+}
+
+fn load_done(home: &Path, drive: &Drive) -> BTreeSet<String> {
+    std::fs::read_to_string(state_path(home, drive))
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn save_done(home: &Path, drive: &Drive, done: &BTreeSet<String>) -> Result<()> {
+    let path = state_path(home, drive);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut text = String::new();
+    for n in done {
+        text.push_str(n);
+        text.push('\n');
+    }
+    ferry_router::home::write_atomic(&path, text.as_bytes(), 0o600)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_contact(
+    c: &mut Contact<'_>,
+    drive: &Drive,
+    home: &Path,
+    carrier: NodeHash,
+    holders: Vec<(NodeHash, Vec<BundleId>)>,
+    opts: &SyncOptions,
+    sum: &mut SyncSummary,
+    progress: &mut Option<Progress>,
+) -> Result<()> {
+    let link = c.link;
+    let shared = c.shared;
+
+    // What the drive holds.
+    let list = blocking(|| drive.list_packs())?;
+    for path in &list.stray {
+        quarantine_drive_file(drive, path, "not a pack", sum);
+    }
+    let mut packs: Vec<(PackRef, ferry_cl_drive::PackIndex)> = Vec::new();
+    for p in list.packs {
+        match blocking(|| drive.read_index(&p)) {
+            Ok(ix) => packs.push((p, ix)),
+            Err(e) if e.is_corrupt() => quarantine_drive_file(drive, &p.path, &e.to_string(), sum),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let inventory: Vec<BundleId> = packs
+        .iter()
+        .flat_map(|(_, ix)| ix.entries.iter().map(|e| BundleId(e.id)))
+        .collect();
+    for chunk in inventory.chunks(HOLDERS_CHUNK) {
+        c.input(Input::Holders {
+            peer: carrier,
+            ids: chunk.to_vec(),
+        })
+        .await?;
+    }
+    for (peer, ids) in holders {
+        for chunk in ids.chunks(HOLDERS_CHUNK) {
+            c.input(Input::Holders {
+                peer,
+                ids: chunk.to_vec(),
+            })
+            .await?;
+        }
+    }
+
+    // Import what is new to us, pack by pack.
+    let mut done = load_done(home, drive);
+    let total: u64 = packs
+        .iter()
+        .filter(|(p, _)| !done.contains(&p.name))
+        .map(|(_, ix)| ix.len() as u64)
+        .sum();
+    let mut seen_so_far = 0u64;
+    let mut outstanding = 0u64;
+    let store = shared.store.clone();
+    for (pack, index) in &packs {
+        if done.contains(&pack.name) {
+            continue;
+        }
+        let mut batch: Vec<(EntryTag, Vec<u8>)> = Vec::with_capacity(IMPORT_BATCH);
+        let mut yielded = 0u64;
+        let mut entries = blocking(|| {
+            drive.read_entries(pack, index, |e| {
+                !store.is_seen(&BundleId(e.id)).unwrap_or(false)
+            })
+        })?;
+        let mut failed = false;
+        loop {
+            let next = blocking(|| entries.next());
+            let last = next.is_none();
+            yielded += u64::from(!last);
+            match next {
+                Some(Ok(e)) => {
+                    sum.bytes_in += e.bytes.len() as u64;
+                    batch.push(((e.index, e.id, e.copies), e.bytes));
+                }
+                Some(Err(e)) => {
+                    sum.quarantined += 1;
+                    sum.messages.push(format!("pack {}: {e}", pack.name));
+                    failed |= !matches!(e, ferry_cl_drive::EntryError::Truncated { .. });
+                }
+                None => {}
+            }
+            if batch.len() >= IMPORT_BATCH || (last && !batch.is_empty()) {
+                let keyring = shared.keyring.clone();
+                let items = std::mem::take(&mut batch);
+                let verified = tokio::task::spawn_blocking(move || accept_batch(&keyring, items))
+                    .await
+                    .context("verifying bundles")?;
+                for ((index, claimed, copies), r) in verified {
+                    seen_so_far += 1;
+                    match r {
+                        Ok(b) if b.id().0 == claimed => {
+                            c.input(Input::Carried {
+                                link,
+                                bundle: b,
+                                copies,
+                            })
+                            .await?;
+                            outstanding += 1;
+                        }
+                        Ok(b) => {
+                            let why = "its id does not match the pack index";
+                            quarantine_entry(home, drive, pack, index, &b.encode(), why, sum)
+                        }
+                        Err((OpenError::ForeignRealm, _)) => sum.foreign += 1,
+                        Err((OpenError::Expired, _)) => sum.expired += 1,
+                        Err((e, bytes)) => {
+                            quarantine_entry(home, drive, pack, index, &bytes, &e.to_string(), sum)
+                        }
+                    }
+                }
+                while let Some(o) = c.try_next() {
+                    if let CarrierOut::Imported(id, o) = o {
+                        count(sum, id, o);
+                        outstanding = outstanding.saturating_sub(1);
+                    }
+                }
+                if let Some(p) = progress.as_mut() {
+                    p("importing", seen_so_far, total);
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        drop(entries);
+        let dup = (index.len() as u64).saturating_sub(yielded);
+        sum.duplicates += dup;
+        seen_so_far += dup;
+        if !failed {
+            done.insert(pack.name.clone());
+        }
+    }
+    while outstanding > 0 {
+        if let CarrierOut::Imported(id, o) = c.next().await? {
+            count(sum, id, o);
+            outstanding -= 1;
+        }
+    }
+
+    // Our manifest: what of the drive's contents we hold now (custody is committed:
+    // every import above was answered).
+    write_manifests(c, drive, &inventory).await?;
+    let names: BTreeSet<String> = packs.iter().map(|(p, _)| p.name.clone()).collect();
+    done.retain(|n| names.contains(n));
+    blocking(|| save_done(home, drive, &done))?;
+
+    export(c, drive, opts, sum, progress).await
+}
+
+/// Copies a corrupt bundle from a pack into the home's quarantine folder.
+fn quarantine_entry(
+    home: &Path,
+    drive: &Drive,
+    pack: &PackRef,
+    index: usize,
+    bytes: &[u8],
+    why: &str,
+    sum: &mut SyncSummary,
+) {
+    sum.quarantined += 1;
+    let dir = home.join("quarantine");
+    let name = format!(
+        "drive-{}-{}-{index}.bundle",
+        &drive.id().to_string()[..8],
+        pack.name
+    );
+    let path = dir.join(&name);
+    let saved = std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, bytes))
+        .is_ok();
+    sum.messages.push(format!(
+        "pack {} entry {index}: {why}{}",
+        pack.name,
+        if saved {
+            format!("; copied to {}", path.display())
+        } else {
+            String::new()
+        }
+    ));
+}
+
+async fn write_manifests(c: &mut Contact<'_>, drive: &Drive, inventory: &[BundleId]) -> Result<()> {
+    let shared = c.shared;
+    let store = shared.store.clone();
+    let mut held: Vec<BundleId> = blocking(|| {
+        inventory
+            .iter()
+            .filter(|id| store.is_seen(id).unwrap_or(false))
+            .copied()
+            .collect()
+    });
+    held.sort();
+    held.dedup();
+    held.truncate(MAX_MANIFEST_IDS);
+    let payload = encode_manifest(&held);
+    let own = shared.keyring.node_id().hash();
+    for realm in shared.keyring.realms() {
+        let (reply, rx) = oneshot::channel();
+        c.send(Cmd::NextSequence { reply }).await?;
+        let sequence = rx
+            .await
+            .map_err(|_| anyhow!("the node is shutting down"))?
+            .map_err(|e| anyhow!("reserving a sequence number: {e}"))?;
+        let params = SealParams {
+            recipient: Recipient::Group { endpoint: None },
+            realm: realm.name().to_owned(),
+            created: now_dtn(),
+            sequence,
+            lifetime: MANIFEST_LIFETIME,
+            priority: Priority::Bulk,
+            hop_limit: 1,
+            kind: PayloadKind::Manifest,
+            ephemeral: false,
+        };
+        let bundle = shared.keyring.seal(&params, &payload, &mut OsRng)?;
+        let name = format!("{own}-{}", realm.tag());
+        let bytes = bundle.encode();
+        blocking(|| drive.write_manifest(&name, &bytes))?;
+    }
+    Ok(())
+}
+
+/// Writes what the engine exports, a pack per burst; reports each bundle done only
+/// once its pack is durable.
+async fn export(
+    c: &mut Contact<'_>,
+    drive: &Drive,
+    opts: &SyncOptions,
+    sum: &mut SyncSummary,
+    progress: &mut Option<Progress>,
+) -> Result<()> {
+    let link = c.link;
+    let mut pack_cap = PACK_ENTRIES as usize;
+    let mut budget_left = opts.max_bytes;
+    let mut passes = 0u32;
+    'pass: loop {
+        passes += 1;
+        sum.not_exported = 0;
+        c.input(Input::CarrierExport { link }).await?;
+        let mut writer = blocking(|| drive.pack_writer())?;
+        let mut in_pack: Vec<TransferId> = Vec::new();
+        let mut failed: Vec<TransferId> = Vec::new();
+        let mut hit_full = false;
+        loop {
+            let out = match c.try_next() {
+                Some(o) => Some(o),
+                None if !in_pack.is_empty() || !failed.is_empty() => None,
+                None => Some(c.next().await?),
+            };
+            match out {
+                Some(CarrierOut::Export {
+                    transfer,
+                    id,
+                    copies,
+                    bytes,
+                }) => {
+                    let len = bytes.len() as u64;
+                    if hit_full || budget_left.is_some_and(|b| len > b) {
+                        failed.push(transfer);
+                        sum.not_exported += 1;
+                        continue;
+                    }
+                    if in_pack.len() >= pack_cap {
+                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
+                    }
+                    let mut r = blocking(|| writer.push(&id.0, copies, &bytes));
+                    if matches!(r, Err(DriveError::PackLimit { .. })) {
+                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
+                        r = blocking(|| writer.push(&id.0, copies, &bytes));
+                    }
+                    match r {
+                        Ok(()) => {
+                            in_pack.push(transfer);
+                            if let Some(b) = budget_left.as_mut() {
+                                *b -= len;
+                            }
+                        }
+                        Err(e) if e.is_full() => {
+                            // Nothing of this pack is on the drive: fail it all and
+                            // try again with smaller packs.
+                            sum.drive_full = true;
+                            hit_full = true;
+                            for t in in_pack.drain(..) {
+                                failed.push(t);
+                            }
+                            failed.push(transfer);
+                            writer = blocking(|| drive.pack_writer())?;
+                        }
+                        Err(e) => {
+                            for t in in_pack.drain(..).chain([transfer]) {
+                                failed.push(t);
+                            }
+                            for t in failed.drain(..) {
+                                c.input(Input::TransferFailed { link, transfer: t }).await?;
+                            }
+                            return Err(e).context("writing to the drive");
+                        }
+                    }
+                }
+                Some(CarrierOut::Imported(id, o)) => count(sum, id, o),
+                Some(CarrierOut::Idle) => {
+                    // Nothing in flight: the pass is over.
+                    if hit_full && pack_cap > 1 && passes < FULL_RETRIES {
+                        pack_cap = (pack_cap / 4).max(1);
+                        continue 'pass;
+                    }
+                    break 'pass;
+                }
+                None => {
+                    // The burst is over: make it durable, then tell the engine.
+                    if !in_pack.is_empty() {
+                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
+                    }
+                    for t in failed.drain(..) {
+                        c.input(Input::TransferFailed { link, transfer: t }).await?;
+                    }
+                    if let Some(p) = progress.as_mut() {
+                        p("exporting", sum.exported, sum.exported + sum.not_exported);
+                    }
+                }
+            }
+        }
+    }
+    if sum.drive_full {
+        // What was retried and then fitted is no longer "not exported"; what is
+        // left counts as such.
+        tracing::info!(drive = %sum.drive, "drive full");
+    }
+    Ok(())
+}
+
+/// Finishes the pack being written (fsync, rename) and reports its bundles done.
+async fn flush_pack<'d>(
+    c: &mut Contact<'_>,
+    drive: &'d Drive,
+    writer: &mut ferry_cl_drive::PackWriter<'d>,
+    in_pack: &mut Vec<TransferId>,
+    sum: &mut SyncSummary,
+) -> Result<()> {
+    let link = c.link;
+    let full = std::mem::replace(writer, blocking(|| drive.pack_writer())?);
+    let bytes = full.bytes();
+    let r = blocking(|| full.finish());
+    match r {
+        Ok(_) => {
+            sum.exported += in_pack.len() as u64;
+            sum.bytes_out += bytes;
+            for t in in_pack.drain(..) {
+                c.input(Input::TransferDone { link, transfer: t }).await?;
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for t in in_pack.drain(..) {
+                c.input(Input::TransferFailed { link, transfer: t }).await?;
+            }
+            if e.is_full() {
+                sum.drive_full = true;
+                Ok(())
+            } else {
+                Err(e).context("finishing a pack on the drive")
+            }
+        }
+    }
+}
+
+/// The directories under the watched roots that hold a Ferry drive: `ROOT/NAME/ferry`
+/// or `ROOT/USER/NAME/ferry` (udisks mounts under /media/USER).
+pub fn find_drives(roots: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut found = BTreeSet::new();
+    let subdirs = |p: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for root in roots {
+        for a in subdirs(root) {
+            if a.join(ferry_cl_drive::FERRY_DIR).is_dir() {
+                found.insert(a);
+                continue;
+            }
+            for b in subdirs(&a) {
+                if b.join(ferry_cl_drive::FERRY_DIR).is_dir() {
+                    found.insert(b);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `ferry run`'s drive watch: a drive that appears under a watched root is a
+/// contact (synced at once), its removal ends the contact.
+pub async fn watch(shared: Arc<Shared>) {
+    let cfg = shared.config.drives.clone();
+    if cfg.watch.is_empty() {
+        return;
+    }
+    let period = std::time::Duration::from_secs(u64::from(cfg.poll_secs));
+    let opts = SyncOptions {
+        max_bytes: (cfg.max_bytes > 0).then_some(cfg.max_bytes),
+        write_budget: None,
+    };
+    let mut present: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!(roots = cfg.watch.len(), "watching for drives");
+    loop {
+        tick.tick().await;
+        let roots = cfg.watch.clone();
+        let found = tokio::task::spawn_blocking(move || find_drives(&roots))
+            .await
+            .unwrap_or_default();
+        present.retain(|p| found.contains(p));
+        for mount in found {
+            if !present.insert(mount.clone()) {
+                continue;
+            }
+            let shared = shared.clone();
+            let opts = opts.clone();
+            tokio::spawn(async move {
+                let probe = mount.join(ferry_cl_drive::FERRY_DIR);
+                let removed = Box::pin(async move {
+                    loop {
+                        tokio::time::sleep(period).await;
+                        if !probe.is_dir() {
+                            return;
+                        }
+                    }
+                });
+                let home = shared.home.clone();
+                match sync_until(&shared, &home, &mount, &opts, None, Some(removed)).await {
+                    Ok(s) => tracing::info!(drive = %s.drive, "drive removed"),
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "drive sync failed"),
+                }
+            });
+        }
+    }
+}
