@@ -318,3 +318,23 @@ fn holders_expedited_first_and_a_full_drive() {
     }
     assert!(a.removed.is_empty());
 }
+
+#[test]
+fn epidemic_fills_a_drive_even_when_its_known_readers_hold_everything() {
+    // The drive is a peer of its own: whoever reads it next may lack the bundle.
+    let mut a = Node::new(1, PolicyConfig::Epidemic);
+    let c = Node::new(3, PolicyConfig::Epidemic);
+    let reader = NodeHash([0x77; 8]);
+    let id = a.send(&c, b"x", Priority::Normal);
+    a.input(Input::Holders {
+        peer: reader,
+        ids: vec![id],
+    });
+    let mut d = Drive::new(1);
+    assert_eq!(a.sync(&mut d, vec![reader]).1, 1);
+    // Direct delivery does not: the reader is not the destination.
+    let mut a = Node::new(1, PolicyConfig::Direct);
+    a.send(&c, b"x", Priority::Normal);
+    let mut d = Drive::new(1);
+    assert_eq!(a.sync(&mut d, vec![reader]).1, 0);
+}

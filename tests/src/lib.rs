@@ -30,6 +30,8 @@
 //! `FERRY_HOME` unless a test sets it, so a test can never touch a real `~/.ferry`.
 #![allow(clippy::disallowed_methods)] // a test harness must read the clock for time limits
 
+pub mod nodes;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{Read, Write};

@@ -45,5 +45,13 @@ fn main() -> anyhow::Result<()> {
         let pack = w.finish()?.ok_or_else(|| anyhow::anyhow!("empty"))?;
         std::fs::copy(&pack.path, out.join(name))?;
     }
+    // For the harness-built mode (odd first byte): u16 LE body length 5, the body,
+    // then an index with one entry (id 0xab…, len 5, copies 2, expiry 0).
+    let mut built = vec![1, 5, 0];
+    built.extend_from_slice(b"hello");
+    built.push(1);
+    built.extend_from_slice(&[0xab; 32]);
+    built.extend_from_slice(&[5, 2, 0]);
+    std::fs::write(out.join("harness_built_index"), built)?;
     Ok(())
 }

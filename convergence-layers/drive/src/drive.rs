@@ -273,6 +273,15 @@ impl Drive {
         Ok((path, f))
     }
 
+    /// Removes a temp file this handle wrote, giving its bytes back to the write
+    /// budget (as the space of a real drive comes back).
+    pub(crate) fn remove_temp(&self, path: &Path) {
+        let size = fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if fs::remove_file(path).is_ok() {
+            self.budget.refund_bytes(size);
+        }
+    }
+
     /// Writes `dir/name` atomically: temp in `tmp/`, fsync, rename, fsync `dir`.
     fn write_atomic(&self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), DriveError> {
         let (tmp, f) = self.create_temp("w")?;
@@ -286,7 +295,7 @@ impl Drive {
             sync_dir(dir).map_err(|e| self.io(dir, e))
         })();
         if result.is_err() {
-            let _ = fs::remove_file(&tmp);
+            self.remove_temp(&tmp);
         }
         result
     }

@@ -178,7 +178,7 @@ pub enum PackError {
         /// The file's size.
         size: u64,
     },
-    /// The index is longer than the limits allow (`10 + 47 × max_entries` bytes).
+    /// The index is longer than the limits allow (`10 + 57 × max_entries` bytes).
     #[error("{path}: index of {index_len} bytes is longer than the {limit}-byte limit")]
     IndexTooLarge {
         /// The pack file.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! "FPK1" | body 0 | body 1 | ... | index | index_len u32 LE | check [8] | "FPK1"
-//! index = count varint | count × { id [32] | len varint | copies varint }
+//! index = count varint | count × { id [32] | len varint | copies varint | expires varint }
 //! h     = BLAKE3(index | index_len u32 LE);  check = h[0..8];  name = hex(h[8..16])
 //! ```
 
@@ -19,10 +19,10 @@ pub const PACK_MAGIC: [u8; 4] = *b"FPK1";
 pub const HEAD_LEN: u64 = 4;
 /// Bytes of the trailer: index length (4), check (8), tail magic (4).
 pub const TRAILER_LEN: u64 = 16;
-/// Smallest index entry: id (32), one-byte length, one-byte copies.
-pub(crate) const MIN_ENTRY_LEN: usize = 34;
-/// Largest index entry: id (32), ten-byte length, five-byte copies.
-pub(crate) const MAX_ENTRY_LEN: u64 = 32 + 10 + 5;
+/// Smallest index entry: id (32), one-byte length, copies and expiry.
+pub(crate) const MIN_ENTRY_LEN: usize = 35;
+/// Largest index entry: id (32), ten-byte length, five-byte copies, ten-byte expiry.
+pub(crate) const MAX_ENTRY_LEN: u64 = 32 + 10 + 5 + 10;
 /// Smallest pack file: magics, an empty index (one-byte count) and the trailer.
 pub const MIN_PACK_LEN: u64 = HEAD_LEN + 1 + TRAILER_LEN;
 
@@ -37,6 +37,9 @@ pub struct IndexEntry {
     pub len: u64,
     /// Copies (spray-and-wait tokens) handed over with this bundle.
     pub copies: u32,
+    /// When the bundle expires (DTN seconds, as its signed header says), if the
+    /// writer knew: a pack whose bundles have all expired may be deleted.
+    pub expires: Option<u64>,
     /// Offset of the body in the file.
     pub offset: u64,
 }
@@ -71,10 +74,17 @@ impl PackIndex {
 }
 
 /// Appends one index entry.
-pub(crate) fn put_entry(out: &mut Vec<u8>, id: &[u8; 32], len: u64, copies: u32) {
+pub(crate) fn put_entry(
+    out: &mut Vec<u8>,
+    id: &[u8; 32],
+    len: u64,
+    copies: u32,
+    expires: Option<u64>,
+) {
     out.extend_from_slice(id);
     put_varint(out, len);
     put_varint(out, u64::from(copies));
+    put_varint(out, expires.unwrap_or(0));
 }
 
 /// BLAKE3 over the index and its length.
@@ -214,11 +224,13 @@ pub(crate) fn parse_index(
             });
         }
         let copies = r.u32_varint("entry copies").map_err(bad)?;
+        let expires = r.varint("entry expiry").map_err(bad)?;
         entries.push(IndexEntry {
             index: i,
             id,
             len,
             copies,
+            expires: (expires != 0).then_some(expires),
             offset,
         });
         // Each len ≤ max_body_bytes and count ≤ max_entries: saturating is exact here

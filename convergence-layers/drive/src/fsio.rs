@@ -40,8 +40,14 @@ impl Budget {
     }
 
     fn refund(&self, n: usize) {
+        self.refund_bytes(n as u64);
+    }
+
+    /// Gives bytes back (a file written through the budget was removed): the budget
+    /// behaves like the free space of a real drive.
+    pub(crate) fn refund_bytes(&self, n: u64) {
         if self.limited {
-            self.left.fetch_add(n as u64, Ordering::Relaxed);
+            self.left.fetch_add(n, Ordering::Relaxed);
         }
     }
 }

@@ -57,6 +57,7 @@ mod drive;
 mod error;
 mod format;
 mod fsio;
+pub mod manifest;
 mod read;
 mod write;
 

@@ -65,6 +65,19 @@ impl PackWriter<'_> {
     ///   failed; the temp file is removed and the writer is dead
     ///   ([`DriveError::Poisoned`] from then on).
     pub fn push(&mut self, id: &[u8; 32], copies: u32, bytes: &[u8]) -> Result<(), DriveError> {
+        self.push_expiring(id, copies, None, bytes)
+    }
+
+    /// Like [`PackWriter::push`], with the bundle's expiry (DTN seconds, from its
+    /// signed header) recorded in the index so that readers can delete a pack once
+    /// every bundle in it has expired.
+    pub fn push_expiring(
+        &mut self,
+        id: &[u8; 32],
+        copies: u32,
+        expires: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<(), DriveError> {
         if self.out.is_none() {
             return Err(DriveError::Poisoned {
                 path: self.tmp.clone(),
@@ -79,7 +92,8 @@ impl PackWriter<'_> {
                 limit: limits.max_body_bytes,
             });
         }
-        let entry_len = 32 + varint_len(len) + varint_len(u64::from(copies));
+        let entry_len =
+            32 + varint_len(len) + varint_len(u64::from(copies)) + varint_len(expires.unwrap_or(0));
         let after = self.size_with(self.count + 1, self.index.len() + entry_len, len);
         if self.count >= limits.max_entries || after > limits.max_pack_bytes {
             return Err(DriveError::PackLimit {
@@ -89,7 +103,7 @@ impl PackWriter<'_> {
             });
         }
         self.write(bytes)?;
-        put_entry(&mut self.index, id, len, copies);
+        put_entry(&mut self.index, id, len, copies, expires);
         self.count += 1;
         self.body_bytes += len;
         Ok(())
@@ -151,7 +165,7 @@ impl PackWriter<'_> {
             // Drop without flushing what is buffered: the file is being removed.
             let (inner, _) = out.into_parts();
             drop(inner);
-            let _ = fs::remove_file(&self.tmp);
+            self.drive.remove_temp(&self.tmp);
         }
     }
 
@@ -172,7 +186,7 @@ impl PackWriter<'_> {
         let mut index = Vec::with_capacity(10 + self.index.len());
         put_varint(&mut index, self.count as u64);
         index.extend_from_slice(&self.index);
-        // The entry count and sizes keep the index far below 4 GiB (≤ 47 bytes per
+        // The entry count and sizes keep the index far below 4 GiB (≤ 57 bytes per
         // entry, max_entries entries).
         let index_len = u32::try_from(index.len()).map_err(|_| DriveError::PackLimit {
             path: self.tmp.clone(),
@@ -191,14 +205,14 @@ impl PackWriter<'_> {
             Ok(inner) => inner.file,
             Err(e) => {
                 let err = self.drive.io(&self.tmp, e.into_error());
-                let _ = fs::remove_file(&self.tmp);
+                self.drive.remove_temp(&self.tmp);
                 return Err(err);
             }
         };
         let drive = self.drive;
         let tmp = self.tmp.clone();
         let cleanup = |err: DriveError| {
-            let _ = fs::remove_file(&tmp);
+            drive.remove_temp(&tmp);
             err
         };
         file.sync_all().map_err(|e| cleanup(drive.io(&tmp, e)))?;
@@ -211,7 +225,7 @@ impl PackWriter<'_> {
         let path = packs.join(format!("{name}.fpk"));
         if let Ok(meta) = fs::symlink_metadata(&path) {
             if meta.is_file() {
-                let _ = fs::remove_file(&tmp);
+                drive.remove_temp(&tmp);
                 tracing::debug!(pack = %path.display(), "identical pack already on the drive");
                 return Ok(Some(PackRef {
                     name,

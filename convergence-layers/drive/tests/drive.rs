@@ -211,15 +211,20 @@ fn per_entry_overhead_is_small() -> Result<()> {
     let mount = tempfile::tempdir()?;
     let drive = init(mount.path())?;
     for (count, copies) in [(1u32, 1u32), (100, 1), (100, 16), (1000, 200)] {
-        let entries: Vec<_> = (0..count).map(|n| (n, copies, body(n, 1024))).collect();
-        let pack = write_pack(&drive, &entries)?.expect("entries");
+        // Real bundles carry their expiry (DTN seconds, 5-byte varints today).
+        let mut w = drive.pack_writer()?;
+        for n in 0..count {
+            w.push_expiring(&id(n), copies, Some(800_000_000), &body(n, 1024))?;
+        }
+        let pack = w.finish()?.expect("entries");
         let overhead = pack.size - u64::from(count) * 1024;
         let per_entry = overhead as f64 / f64::from(count);
-        // id 32 + len varint 2 + copies varint 1..2, plus 4 + count + 16 shared out.
+        // id 32 + len varint 2 + copies varint 1..2 + expiry varint 5, plus
+        // 4 + count + 16 shared out.
         assert!(per_entry <= 64.0, "{count} entries: {per_entry} bytes each");
         if count == 100 && copies == 1 {
             assert_eq!(
-                pack.size, 105_921,
+                pack.size, 106_421,
                 "the worked example in docs/sneakernet.md"
             );
         }
@@ -263,8 +268,8 @@ fn write_budget_gives_full_and_leaves_packs_unchanged() -> Result<()> {
 
     // Fail at many points: inside a body, at the index, at the trailer.
     let entries: Vec<_> = (0..20u32).map(|n| (n, 1, body(n, 40_000))).collect();
-    // id 32 + len varint (40,000 needs 3 bytes) + copies 1 = 36 per index entry.
-    let full_size = 4 + 20 * 40_000 + 1 + 20 * 36 + 16;
+    // id 32 + len varint (40,000 needs 3 bytes) + copies 1 + expiry 1 = 37 per entry.
+    let full_size = 4 + 20 * 40_000 + 1 + 20 * 37 + 16;
     for budget in [0u64, 3, 4, 100, 300_000, 800_004, 800_010, full_size - 1] {
         drive.set_write_budget(Some(budget));
         let err = write_pack(&drive, &entries).expect_err("over budget");
@@ -323,8 +328,8 @@ fn pack_limits_are_enforced_on_write() -> Result<()> {
     ));
     w.push(&id(1), 1, &[1; 1000])?;
     w.push(&id(2), 1, &[2; 1000])?;
-    // 4 + 2000 + 1 + 2×35 + 16 = 2091; another 1000 would pass 2500.
-    assert_eq!(w.bytes(), 2091);
+    // 4 + 2000 + 1 + 2×36 + 16 = 2093; another 1000 would pass 2500.
+    assert_eq!(w.bytes(), 2093);
     assert!(matches!(
         w.push(&id(3), 1, &[3; 1000]),
         Err(DriveError::PackLimit { .. })
@@ -335,7 +340,7 @@ fn pack_limits_are_enforced_on_write() -> Result<()> {
         Err(DriveError::PackLimit { entries: 3, .. })
     ));
     let pack = w.finish()?.expect("entries");
-    assert_eq!(pack.size, 2091 + 10 + 34);
+    assert_eq!(pack.size, 2093 + 10 + 35);
     assert_eq!(read_all(&drive, &pack)?.len(), 3);
 
     // A reader with smaller limits refuses it.
@@ -618,5 +623,21 @@ fn tiny_and_empty_files_are_refused() -> Result<()> {
         };
         assert!(drive.read_index(&r).unwrap_err().is_corrupt());
     }
+    Ok(())
+}
+
+/// Expiry times written with the entries come back from the index (none stays none).
+#[test]
+fn expiry_is_kept_in_the_index() -> Result<()> {
+    let mount = tempfile::tempdir()?;
+    let drive = init(mount.path())?;
+    let mut w = drive.pack_writer()?;
+    w.push_expiring(&id(1), 1, Some(800_000_000), b"a")?;
+    w.push_expiring(&id(2), 3, None, b"bb")?;
+    w.push(&id(3), 1, b"ccc")?;
+    let pack = w.finish()?.expect("entries");
+    let ix = drive.read_index(&pack)?;
+    let got: Vec<(u32, Option<u64>)> = ix.entries.iter().map(|e| (e.copies, e.expires)).collect();
+    assert_eq!(got, vec![(1, Some(800_000_000)), (3, None), (1, None)]);
     Ok(())
 }

@@ -144,6 +144,7 @@ proptest! {
             idx.extend_from_slice(id);
             put_varint(&mut idx, b.len() as u64);
             put_varint(&mut idx, u64::from(*copies));
+            put_varint(&mut idx, 0); // expiry unknown
             all_bodies.extend_from_slice(b);
         }
         let pack = place(&fx.drive, &hand_pack(&all_bodies, &idx));

@@ -159,6 +159,8 @@ pub enum CarrierOut {
         id: BundleId,
         /// Spray copies handed over with it.
         copies: u32,
+        /// When it expires (DTN seconds), if known.
+        expires_at: Option<u64>,
         /// The encoded bundle.
         bytes: Vec<u8>,
     },
@@ -884,12 +886,14 @@ impl EngineLoop {
                 transfer,
                 id,
                 copies,
+                expires_at,
                 bytes,
             } => {
                 let out = CarrierOut::Export {
                     transfer,
                     id,
                     copies,
+                    expires_at,
                     bytes,
                 };
                 if !self.pass_to_carrier(link, out).await {

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context, Result};
 use ferry_cl_api::{LinkCaps, LinkId, TransferId};
 use ferry_cl_drive::{Drive, DriveError, DriveLimits, PackRef};
-use ferry_core::codec::{put_varint, Reader};
 use ferry_core::rand_core::OsRng;
 use ferry_core::{BundleId, NodeHash, OpenError, PayloadKind, Priority, Recipient, SealParams};
 use ferry_router::engine::{ImportOutcome, Input};
@@ -33,10 +32,6 @@ static NEXT_CARRIER: AtomicU64 = AtomicU64::new(1 << 62);
 const IMPORT_BATCH: usize = 64;
 /// Ids per `Holders` input.
 const HOLDERS_CHUNK: usize = 4096;
-/// Most ids a manifest lists (the newest packs' first).
-pub const MAX_MANIFEST_IDS: usize = 262_144;
-/// Manifest payload version.
-const MANIFEST_VERSION: u8 = 1;
 /// How long a manifest stays valid (seconds).
 const MANIFEST_LIFETIME: u32 = 90 * 86_400;
 /// Bundles written per pack at most (the engine's in-flight window on a drive).
@@ -56,6 +51,7 @@ pub struct SyncOptions {
 
 /// What a sync did.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SyncSummary {
     /// The drive's id.
     pub drive: String,
@@ -83,6 +79,8 @@ pub struct SyncSummary {
     pub bytes_out: u64,
     /// The drive filled up.
     pub drive_full: bool,
+    /// Packs deleted from the drive because every bundle in them had expired.
+    pub packs_removed: u64,
     /// Wall time in milliseconds.
     pub millis: u64,
     /// What was quarantined, and why (one line each).
@@ -93,7 +91,7 @@ impl SyncSummary {
     /// One line for people.
     pub fn line(&self) -> String {
         format!(
-            "drive {}: imported {}, exported {}, skipped {} (duplicates {}, other realms {}, expired {}), refused {}, quarantined {}, {} in, {} out, {:.1} s{}{}",
+            "drive {}: imported {}, exported {}, skipped {} (duplicates {}, other realms {}, expired {}), refused {}, quarantined {}, {} in, {} out, {:.1} s{}{}{}",
             &self.drive[..8.min(self.drive.len())],
             self.imported,
             self.exported,
@@ -109,6 +107,11 @@ impl SyncSummary {
             if self.drive_full { ", drive full" } else { "" },
             if self.not_exported > 0 {
                 format!(", {} left for another drive", self.not_exported)
+            } else {
+                String::new()
+            },
+            if self.packs_removed > 0 {
+                format!(", {} expired packs removed", self.packs_removed)
             } else {
                 String::new()
             },
@@ -142,36 +145,6 @@ pub fn drive_hash(drive: &Drive) -> NodeHash {
     let mut out = [0u8; 8];
     out.copy_from_slice(&h.as_bytes()[..8]);
     NodeHash(out)
-}
-
-/// Encodes a manifest payload: version, count, ids.
-pub fn encode_manifest(ids: &[BundleId]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + ids.len() * 32);
-    out.push(MANIFEST_VERSION);
-    put_varint(&mut out, ids.len() as u64);
-    for id in ids {
-        out.extend_from_slice(&id.0);
-    }
-    out
-}
-
-/// Decodes a manifest payload.
-pub fn decode_manifest(bytes: &[u8]) -> Result<Vec<BundleId>, String> {
-    let mut r = Reader::new(bytes);
-    let err = |e: ferry_core::codec::CodecError| e.to_string();
-    let v = r.u8("manifest version").map_err(err)?;
-    if v != MANIFEST_VERSION {
-        return Err(format!("unknown manifest version {v}"));
-    }
-    let n = r.count(32, "manifest ids").map_err(err)?;
-    if n > MAX_MANIFEST_IDS || n * 32 != r.remaining() {
-        return Err("count does not match the payload".into());
-    }
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(BundleId(r.array::<32>("manifest id").map_err(err)?));
-    }
-    Ok(ids)
 }
 
 /// The engine side of one carrier contact: commands out, outputs in, without ever
@@ -294,8 +267,11 @@ pub async fn sync_until(
         match shared.keyring.accept(&m.bytes, now_dtn()) {
             Ok(b) => match shared.keyring.open(&b) {
                 Ok(o) if o.kind == PayloadKind::Manifest && b.header().source != own => {
-                    match decode_manifest(&o.payload) {
-                        Ok(ids) => holders.push((b.header().source.hash(), ids)),
+                    match ferry_cl_drive::manifest::decode(&o.payload) {
+                        Ok(ids) => holders.push((
+                            b.header().source.hash(),
+                            ids.into_iter().map(BundleId).collect(),
+                        )),
                         Err(e) => sum.messages.push(format!("manifest {}: {e}", m.name)),
                     }
                 }
@@ -430,10 +406,23 @@ async fn run_contact(
         quarantine_drive_file(drive, path, "not a pack", sum);
     }
     let mut packs: Vec<(PackRef, ferry_cl_drive::PackIndex)> = Vec::new();
+    let now = now_dtn().map(|t| u64::from(t.0));
     for p in list.packs {
         match blocking(|| drive.read_index(&p)) {
+            Ok(ix) if now.is_some_and(|now| all_expired(&ix, now)) => {
+                // Nobody can use it any more: free the space.
+                match blocking(|| drive.remove_pack(&p)) {
+                    Ok(()) => sum.packs_removed += 1,
+                    Err(e) => sum
+                        .messages
+                        .push(format!("could not remove expired pack: {e}")),
+                }
+            }
             Ok(ix) => packs.push((p, ix)),
             Err(e) if e.is_corrupt() => quarantine_drive_file(drive, &p.path, &e.to_string(), sum),
+            Err(e) if e.is_over_limit() => sum
+                .messages
+                .push(format!("left in place, over this node's limits: {e}")),
             Err(e) => return Err(e.into()),
         }
     }
@@ -554,14 +543,23 @@ async fn run_contact(
         }
     }
 
-    // Our manifest: what of the drive's contents we hold now (custody is committed:
-    // every import above was answered).
-    write_manifests(c, drive, &inventory).await?;
     let names: BTreeSet<String> = packs.iter().map(|(p, _)| p.name.clone()).collect();
     done.retain(|n| names.contains(n));
     blocking(|| save_done(home, drive, &done))?;
+    // Our manifest: what of the drive's contents we hold now (custody is committed:
+    // every import above was answered).
+    write_manifests(c, drive, &inventory, sum).await?;
 
     export(c, drive, opts, sum, progress).await
+}
+
+/// Whether every bundle of a pack has expired by `now` (DTN seconds), by its index.
+fn all_expired(ix: &ferry_cl_drive::PackIndex, now: u64) -> bool {
+    !ix.is_empty()
+        && ix
+            .entries
+            .iter()
+            .all(|e| e.expires.is_some_and(|t| t <= now))
 }
 
 /// Copies a corrupt bundle from a pack into the home's quarantine folder.
@@ -596,20 +594,23 @@ fn quarantine_entry(
     ));
 }
 
-async fn write_manifests(c: &mut Contact<'_>, drive: &Drive, inventory: &[BundleId]) -> Result<()> {
+async fn write_manifests(
+    c: &mut Contact<'_>,
+    drive: &Drive,
+    inventory: &[BundleId],
+    sum: &mut SyncSummary,
+) -> Result<()> {
     let shared = c.shared;
     let store = shared.store.clone();
-    let mut held: Vec<BundleId> = blocking(|| {
+    // What of the drive's contents this node holds or has seen (stored, delivered).
+    let held: Vec<[u8; 32]> = blocking(|| {
         inventory
             .iter()
             .filter(|id| store.is_seen(id).unwrap_or(false))
-            .copied()
+            .map(|id| id.0)
             .collect()
     });
-    held.sort();
-    held.dedup();
-    held.truncate(MAX_MANIFEST_IDS);
-    let payload = encode_manifest(&held);
+    let payload = ferry_cl_drive::manifest::encode(&held);
     let own = shared.keyring.node_id().hash();
     for realm in shared.keyring.realms() {
         let (reply, rx) = oneshot::channel();
@@ -632,13 +633,25 @@ async fn write_manifests(c: &mut Contact<'_>, drive: &Drive, inventory: &[Bundle
         let bundle = shared.keyring.seal(&params, &payload, &mut OsRng)?;
         let name = format!("{own}-{}", realm.tag());
         let bytes = bundle.encode();
-        blocking(|| drive.write_manifest(&name, &bytes))?;
+        match blocking(|| drive.write_manifest(&name, &bytes)) {
+            Ok(()) => {}
+            // The imports are committed all the same; the export will find the
+            // drive full too and report it.
+            Err(e) if e.is_full() => {
+                sum.drive_full = true;
+                sum.messages
+                    .push(format!("manifest not written, the drive is full: {e}"));
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("writing this node's manifest"),
+        }
     }
     Ok(())
 }
 
 /// Writes what the engine exports, a pack per burst; reports each bundle done only
-/// once its pack is durable.
+/// once its pack is durable. When the drive fills up, the rest of the pass is
+/// failed and a new pass tries again with smaller packs, so what fits is written.
 async fn export(
     c: &mut Contact<'_>,
     drive: &Drive,
@@ -654,14 +667,13 @@ async fn export(
         passes += 1;
         sum.not_exported = 0;
         c.input(Input::CarrierExport { link }).await?;
-        let mut writer = blocking(|| drive.pack_writer())?;
-        let mut in_pack: Vec<TransferId> = Vec::new();
+        let mut pack = Pack::new(drive)?;
         let mut failed: Vec<TransferId> = Vec::new();
         let mut hit_full = false;
         loop {
             let out = match c.try_next() {
                 Some(o) => Some(o),
-                None if !in_pack.is_empty() || !failed.is_empty() => None,
+                None if !pack.is_empty() || !failed.is_empty() => None,
                 None => Some(c.next().await?),
             };
             match out {
@@ -669,49 +681,45 @@ async fn export(
                     transfer,
                     id,
                     copies,
+                    expires_at,
                     bytes,
                 }) => {
                     let len = bytes.len() as u64;
                     if hit_full || budget_left.is_some_and(|b| len > b) {
                         failed.push(transfer);
-                        sum.not_exported += 1;
                         continue;
                     }
-                    if in_pack.len() >= pack_cap {
-                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
+                    if pack.transfers.len() >= pack_cap {
+                        hit_full |= pack.flush(c, drive, sum, &mut failed).await?;
                     }
-                    let mut r = blocking(|| writer.push(&id.0, copies, &bytes));
+                    let mut r = pack.push(transfer, &id, copies, expires_at, &bytes);
                     if matches!(r, Err(DriveError::PackLimit { .. })) {
-                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
-                        r = blocking(|| writer.push(&id.0, copies, &bytes));
+                        hit_full |= pack.flush(c, drive, sum, &mut failed).await?;
+                        r = pack.push(transfer, &id, copies, expires_at, &bytes);
                     }
                     match r {
                         Ok(()) => {
-                            in_pack.push(transfer);
                             if let Some(b) = budget_left.as_mut() {
                                 *b -= len;
                             }
                         }
                         Err(e) if e.is_full() => {
-                            // Nothing of this pack is on the drive: fail it all and
-                            // try again with smaller packs.
-                            sum.drive_full = true;
+                            // Nothing of this pack reached the drive.
                             hit_full = true;
-                            for t in in_pack.drain(..) {
-                                failed.push(t);
-                            }
                             failed.push(transfer);
-                            writer = blocking(|| drive.pack_writer())?;
+                            pack.fail(drive, &mut failed)?;
                         }
                         Err(e) => {
-                            for t in in_pack.drain(..).chain([transfer]) {
-                                failed.push(t);
-                            }
+                            failed.push(transfer);
+                            pack.fail(drive, &mut failed)?;
                             for t in failed.drain(..) {
                                 c.input(Input::TransferFailed { link, transfer: t }).await?;
                             }
                             return Err(e).context("writing to the drive");
                         }
+                    }
+                    if hit_full {
+                        sum.drive_full = true;
                     }
                 }
                 Some(CarrierOut::Imported(id, o)) => count(sum, id, o),
@@ -725,8 +733,15 @@ async fn export(
                 }
                 None => {
                     // The burst is over: make it durable, then tell the engine.
-                    if !in_pack.is_empty() {
-                        flush_pack(c, drive, &mut writer, &mut in_pack, sum).await?;
+                    if !pack.is_empty() && pack.flush(c, drive, sum, &mut failed).await? {
+                        hit_full = true;
+                        sum.drive_full = true;
+                    }
+                    // Failed bundles count as not exported (a later pass may still
+                    // write them: the count restarts with each pass).
+                    sum.not_exported += failed.len() as u64;
+                    if let Some(b) = budget_left.as_mut() {
+                        *b += std::mem::take(&mut pack.refund);
                     }
                     for t in failed.drain(..) {
                         c.input(Input::TransferFailed { link, transfer: t }).await?;
@@ -739,42 +754,89 @@ async fn export(
         }
     }
     if sum.drive_full {
-        // What was retried and then fitted is no longer "not exported"; what is
-        // left counts as such.
-        tracing::info!(drive = %sum.drive, "drive full");
+        tracing::info!(drive = %sum.drive, not_exported = sum.not_exported, "drive full");
     }
     Ok(())
 }
 
-/// Finishes the pack being written (fsync, rename) and reports its bundles done.
-async fn flush_pack<'d>(
-    c: &mut Contact<'_>,
-    drive: &'d Drive,
-    writer: &mut ferry_cl_drive::PackWriter<'d>,
-    in_pack: &mut Vec<TransferId>,
-    sum: &mut SyncSummary,
-) -> Result<()> {
-    let link = c.link;
-    let full = std::mem::replace(writer, blocking(|| drive.pack_writer())?);
-    let bytes = full.bytes();
-    let r = blocking(|| full.finish());
-    match r {
-        Ok(_) => {
-            sum.exported += in_pack.len() as u64;
-            sum.bytes_out += bytes;
-            for t in in_pack.drain(..) {
-                c.input(Input::TransferDone { link, transfer: t }).await?;
+/// The pack being written and the transfers in it.
+struct Pack<'d> {
+    writer: ferry_cl_drive::PackWriter<'d>,
+    transfers: Vec<TransferId>,
+    /// Bundle bytes in it (given back to the byte budget if it fails).
+    body: u64,
+    /// Bundle bytes of failed packs, to give back to the budget.
+    refund: u64,
+}
+
+impl<'d> Pack<'d> {
+    fn new(drive: &'d Drive) -> Result<Self> {
+        Ok(Pack {
+            writer: blocking(|| drive.pack_writer())?,
+            transfers: Vec::new(),
+            body: 0,
+            refund: 0,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.transfers.is_empty()
+    }
+
+    fn push(
+        &mut self,
+        transfer: TransferId,
+        id: &BundleId,
+        copies: u32,
+        expires_at: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<(), DriveError> {
+        let w = &mut self.writer;
+        blocking(|| w.push_expiring(&id.0, copies, expires_at, bytes))?;
+        self.transfers.push(transfer);
+        self.body += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Drops the pack (nothing of it is on the drive): its transfers fail.
+    fn fail(&mut self, drive: &'d Drive, failed: &mut Vec<TransferId>) -> Result<()> {
+        self.writer = blocking(|| drive.pack_writer())?;
+        failed.append(&mut self.transfers);
+        self.refund += std::mem::take(&mut self.body);
+        Ok(())
+    }
+
+    /// Finishes the pack (fsync, rename, dir fsync) and reports its bundles done.
+    /// Returns `true` if the drive was full (its transfers are then in `failed`).
+    async fn flush(
+        &mut self,
+        c: &mut Contact<'_>,
+        drive: &'d Drive,
+        sum: &mut SyncSummary,
+        failed: &mut Vec<TransferId>,
+    ) -> Result<bool> {
+        let link = c.link;
+        let done = std::mem::replace(&mut self.writer, blocking(|| drive.pack_writer())?);
+        let size = done.bytes();
+        match blocking(|| done.finish()) {
+            Ok(_) => {
+                sum.exported += self.transfers.len() as u64;
+                sum.bytes_out += size;
+                self.body = 0;
+                for t in std::mem::take(&mut self.transfers) {
+                    c.input(Input::TransferDone { link, transfer: t }).await?;
+                }
+                Ok(false)
             }
-            Ok(())
-        }
-        Err(e) => {
-            for t in in_pack.drain(..) {
-                c.input(Input::TransferFailed { link, transfer: t }).await?;
+            Err(e) if e.is_full() => {
+                failed.append(&mut self.transfers);
+                self.refund += std::mem::take(&mut self.body);
+                Ok(true)
             }
-            if e.is_full() {
-                sum.drive_full = true;
-                Ok(())
-            } else {
+            Err(e) => {
+                for t in std::mem::take(&mut self.transfers) {
+                    c.input(Input::TransferFailed { link, transfer: t }).await?;
+                }
                 Err(e).context("finishing a pack on the drive")
             }
         }

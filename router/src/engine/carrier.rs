@@ -17,8 +17,8 @@
 //!   duplicate, or refused).
 //! - [`Input::CarrierExport`] starts one export pass over the store in priority
 //!   order (expedited first, then oldest): every bundle the common rules and the
-//!   routing policy would hand to some node of the reach (or, with an empty reach,
-//!   to an unknown node) comes out as [`Output::Export`] with a transfer id. The
+//!   routing policy would hand to some node of the reach, or to the carrier itself as
+//!   an unknown peer, comes out as [`Output::Export`] with a transfer id. The
 //!   driver writes it and answers [`Input::TransferDone`] once the write is durable
 //!   (the carrier is then recorded as a holder and spray copies handed to it are
 //!   spent) or [`Input::TransferFailed`] (drive full, drive gone: nothing changes).
@@ -319,15 +319,17 @@ impl<S: CustodyStore> Engine<S> {
         }
         let reserved = self.reserved.get(&info.id).copied().unwrap_or(0);
         let copies = r.copies_left.saturating_sub(reserved);
-        // Ask the policy as if handing the bundle to each reader of the carrier (to an
-        // unknown node, the carrier itself, when nobody is known to read it).
-        let unknown = [c.hash];
-        let readers: &[NodeHash] = if c.reach.is_empty() {
-            &unknown
-        } else {
-            &c.reach
-        };
-        for peer in readers.iter().filter(|p| !r.holders.contains(p)) {
+        // Ask the policy as if handing the bundle to each known reader of the carrier
+        // that lacks it, and to the carrier itself (a peer nobody knows yet: whoever
+        // reads it next). Policies that hand bundles to any peer (epidemic, spray)
+        // use the drive; those that need a particular peer (direct, static, PRoPHET)
+        // only when that peer reads it.
+        let readers = c
+            .reach
+            .iter()
+            .filter(|p| !r.holders.contains(p))
+            .chain(std::iter::once(&c.hash));
+        for peer in readers {
             let cand = Candidate {
                 id: info.id,
                 destination: d,
@@ -411,6 +413,7 @@ impl<S: CustodyStore> Engine<S> {
             transfer,
             id,
             copies: split.max(1),
+            expires_at: info.meta.expires_at,
             bytes,
         });
         Ok(())

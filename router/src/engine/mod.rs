@@ -199,7 +199,7 @@
 //! hold), [`Input::Carried`] for each bundle imported from it (answered by
 //! [`Output::Imported`] once committed), [`Input::CarrierExport`] for an export pass
 //! ([`Output::Export`] per bundle the common rules and the policy hand to some
-//! reader, or to an unknown node when no reader is known; then
+//! known reader or to the carrier itself as an unknown peer; then
 //! [`Output::CarrierIdle`]), and [`Input::ContactDown`] when it is removed. Writing
 //! to a carrier never releases custody: only a receipt does. The `carrier` module
 //! source has the details.
@@ -627,6 +627,8 @@ pub enum Output {
         id: BundleId,
         /// Spray copies handed over with it (1 when not a split).
         copies: u32,
+        /// When it expires (DTN seconds), if known.
+        expires_at: Option<u64>,
         /// The encoded bundle with its forwarding envelope.
         bytes: Vec<u8>,
     },

@@ -1,0 +1,265 @@
+//! Real `ferry run` nodes for end-to-end tests: homes with free ports, daemons that
+//! are stopped with SIGTERM (checked for a clean exit) or killed with SIGKILL.
+#![allow(missing_docs, clippy::missing_panics_doc)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{wait_bounded, wait_until, Ferry, Node};
+
+/// Longest wait for a state change between nodes (generous for loaded CI machines).
+pub const SETTLE: Duration = Duration::from_secs(30);
+
+pub fn free_port() -> u16 {
+    // A port free for both TCP (API) and UDP (QUIC) at the time of the call.
+    for _ in 0..100 {
+        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = t.local_addr().expect("addr").port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port");
+}
+
+/// A node home with its ports.
+#[derive(Debug)]
+pub struct TestNode {
+    /// The node home.
+    pub node: Node,
+    /// Its QUIC port.
+    pub quic: u16,
+}
+
+impl TestNode {
+    pub fn init(dir: &Path, name: &str, realm: Option<&str>, policy: &str) -> Self {
+        let quic = free_port();
+        let api = free_port();
+        let listen = format!("127.0.0.1:{quic}");
+        let api = format!("127.0.0.1:{api}");
+        let realm_arg = realm.unwrap_or("valley").to_owned();
+        let node = Node::init(
+            dir.join(name),
+            &[
+                "--listen",
+                &listen,
+                "--api",
+                &api,
+                "--no-discovery",
+                "--realm",
+                &realm_arg,
+                "--routing",
+                policy,
+            ],
+        );
+        Self { node, quic }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}@127.0.0.1:{}", self.node.id, self.quic)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.node.home.join("ferry.toml")
+    }
+
+    /// Replaces the static peers in ferry.toml.
+    pub fn set_peers(&self, peers: &[String]) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        let list: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
+        let new = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("peers = ") {
+                    format!("peers = [{}]", list.join(", "))
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(self.config_path(), new + "\n").expect("write config");
+    }
+
+    /// Adds a static route (destination → next hop) to ferry.toml.
+    pub fn add_route(&self, dest: &str, hop: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("read config");
+        let new = text.replace("[routes]\n", &format!("[routes]\n{dest:?} = {hop:?}\n"));
+        std::fs::write(self.config_path(), new).expect("write config");
+    }
+
+    pub fn start(&self) -> Daemon {
+        Daemon::start(&self.node)
+    }
+
+    pub fn status(&self) -> Option<serde_json::Value> {
+        let out = self.node.cmd(&["status", "--json"]).run();
+        (out.code() == Some(0)).then(|| out.json())
+    }
+
+    pub fn send(&self, to: &str, extra: &[&str], payload: &[u8]) -> String {
+        let out = self
+            .node
+            .cmd(&["send", "--to", to])
+            .args(extra)
+            .stdin(payload)
+            .run()
+            .success();
+        out.stdout_text().trim().to_owned()
+    }
+
+    pub fn stored_ids(&self) -> Vec<String> {
+        let out = self.node.cmd(&["bundles", "--json"]).run();
+        if out.code() != Some(0) {
+            return Vec::new();
+        }
+        out.json()["bundles"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|b| b["id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn links(&self) -> usize {
+        self.status().and_then(|s| s["links"].as_u64()).unwrap_or(0) as usize
+    }
+
+    /// Receives into `dir`; returns (bundle id, payload) pairs.
+    pub fn recv(&self, wait: u64, dir: &Path) -> Vec<(String, Vec<u8>)> {
+        let _ = std::fs::create_dir_all(dir);
+        let before: Vec<PathBuf> = list_dir(dir);
+        self.node
+            .cmd(&["recv", "--wait", &wait.to_string(), "--out"])
+            .arg_path(dir)
+            .timeout(Duration::from_secs(wait + 30))
+            .run()
+            .success();
+        list_dir(dir)
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .map(|p| {
+                let id = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                (id, std::fs::read(&p).expect("read payload"))
+            })
+            .collect()
+    }
+
+    pub fn delivered(&self) -> Vec<String> {
+        self.status()
+            .and_then(|s| {
+                s["delivered"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A running `ferry run` process.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(node: &Node) -> Self {
+        let log = node.home.join("daemon.log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd: Command = Ferry::new(["run", "--home"]).arg_path(&node.home).command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .env("RUST_LOG", "info");
+        let child = cmd.spawn().expect("start ferry run");
+        let d = Self {
+            child: Some(child),
+            log,
+        };
+        let up = wait_until(SETTLE, || {
+            node.cmd(&["status", "--json"]).run().code() == Some(0)
+        });
+        assert!(up, "ferry run did not come up:\n{}", d.log_text());
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let status = wait_bounded(&mut c, Duration::from_secs(20));
+            let status =
+                status.unwrap_or_else(|| panic!("no exit after SIGTERM:\n{}", self.log_text()));
+            assert!(
+                status.success(),
+                "exit {status:?} after SIGTERM:\n{}",
+                self.log_text()
+            );
+            assert!(!self.log_text().contains("panicked"), "{}", self.log_text());
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn payload(n: usize, seed: u8) -> Vec<u8> {
+    // Deterministic, non-repeating bytes.
+    let mut x = u32::from(seed).wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Joins nodes in the same realm: everyone takes the first node's realm secret.
+pub fn realm_of(first: &TestNode) -> String {
+    first.node.realm_share("valley")
+}
