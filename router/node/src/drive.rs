@@ -29,13 +29,21 @@ use crate::daemon::{accept_batch, now_dtn, CarrierOut, Cmd, Shared};
 /// Carrier link ids live in their own range, apart from the QUIC link's.
 static NEXT_CARRIER: AtomicU64 = AtomicU64::new(1 << 62);
 /// Bundles verified as one batch on import.
-const IMPORT_BATCH: usize = 64;
+const IMPORT_BATCH: usize = 128;
+/// Bundle bytes verified as one batch at most (a batch closes at the first bundle
+/// that reaches it).
+const IMPORT_BATCH_BYTES: usize = 8 << 20;
+/// Bundle bytes handed to the engine and not yet committed, at most (plus one bundle).
+const IMPORT_BYTES_IN_FLIGHT: u64 = 32 << 20;
 /// Ids per `Holders` input.
 const HOLDERS_CHUNK: usize = 4096;
 /// How long a manifest stays valid (seconds).
 const MANIFEST_LIFETIME: u32 = 90 * 86_400;
 /// Bundles written per pack at most (the engine's in-flight window on a drive).
 const PACK_ENTRIES: u32 = 4096;
+/// How long the export waits for the engine's next bundle before it finishes the
+/// pack being written.
+const BURST_GAP: std::time::Duration = std::time::Duration::from_millis(20);
 /// Export passes retried with smaller packs after the drive filled up.
 const FULL_RETRIES: u32 = 12;
 
@@ -192,9 +200,9 @@ impl Contact<'_> {
     }
 }
 
-/// An entry being verified: its index in the pack, the id the index claims, the
-/// spray copies written with it.
-type EntryTag = (usize, [u8; 32], u32);
+/// An entry being verified: its pack (index in the sync's list), its index in the
+/// pack, the id the index claims, the spray copies written with it.
+type EntryTag = (usize, usize, [u8; 32], u32);
 
 /// Counts an import outcome.
 fn count(s: &mut SyncSummary, id: BundleId, o: ImportOutcome) {
@@ -397,7 +405,6 @@ async fn run_contact(
     sum: &mut SyncSummary,
     progress: &mut Option<Progress>,
 ) -> Result<()> {
-    let link = c.link;
     let shared = c.shared;
 
     // What the drive holds.
@@ -454,10 +461,18 @@ async fn run_contact(
         .filter(|(p, _)| !done.contains(&p.name))
         .map(|(_, ix)| ix.len() as u64)
         .sum();
-    let mut seen_so_far = 0u64;
-    let mut outstanding = 0u64;
     let store = shared.store.clone();
-    for (pack, index) in &packs {
+    // Reading and batch verification overlap: up to VERIFY_DEPTH batches are verified
+    // on the blocking pool while the next one is read, and the engine commits on its
+    // own thread.
+    let mut verifying: VecDeque<tokio::task::JoinHandle<Verified>> = VecDeque::new();
+    let mut ctx = Applied {
+        outstanding: 0,
+        in_flight: std::collections::HashMap::new(),
+        in_flight_bytes: 0,
+        seen: 0,
+    };
+    for (pi, (pack, index)) in packs.iter().enumerate() {
         if done.contains(&pack.name) {
             continue;
         }
@@ -476,7 +491,7 @@ async fn run_contact(
             match next {
                 Some(Ok(e)) => {
                     sum.bytes_in += e.bytes.len() as u64;
-                    batch.push(((e.index, e.id, e.copies), e.bytes));
+                    batch.push(((pi, e.index, e.id, e.copies), e.bytes));
                 }
                 Some(Err(e)) => {
                     sum.quarantined += 1;
@@ -485,43 +500,24 @@ async fn run_contact(
                 }
                 None => {}
             }
-            if batch.len() >= IMPORT_BATCH || (last && !batch.is_empty()) {
+            let batch_bytes: usize = batch.iter().map(|(_, b)| b.len()).sum();
+            if batch.len() >= IMPORT_BATCH
+                || batch_bytes >= IMPORT_BATCH_BYTES
+                || (last && !batch.is_empty())
+            {
                 let keyring = shared.keyring.clone();
                 let items = std::mem::take(&mut batch);
-                let verified = tokio::task::spawn_blocking(move || accept_batch(&keyring, items))
-                    .await
-                    .context("verifying bundles")?;
-                for ((index, claimed, copies), r) in verified {
-                    seen_so_far += 1;
-                    match r {
-                        Ok(b) if b.id().0 == claimed => {
-                            c.input(Input::Carried {
-                                link,
-                                bundle: b,
-                                copies,
-                            })
-                            .await?;
-                            outstanding += 1;
-                        }
-                        Ok(b) => {
-                            let why = "its id does not match the pack index";
-                            quarantine_entry(home, drive, pack, index, &b.encode(), why, sum)
-                        }
-                        Err((OpenError::ForeignRealm, _)) => sum.foreign += 1,
-                        Err((OpenError::Expired, _)) => sum.expired += 1,
-                        Err((e, bytes)) => {
-                            quarantine_entry(home, drive, pack, index, &bytes, &e.to_string(), sum)
-                        }
-                    }
-                }
-                while let Some(o) = c.try_next() {
-                    if let CarrierOut::Imported(id, o) = o {
-                        count(sum, id, o);
-                        outstanding = outstanding.saturating_sub(1);
+                verifying.push_back(tokio::task::spawn_blocking(move || {
+                    accept_batch(&keyring, items)
+                }));
+                while verifying.len() >= VERIFY_DEPTH {
+                    if let Some(h) = verifying.pop_front() {
+                        let v = h.await.context("verifying bundles")?;
+                        apply_verified(c, drive, home, &packs, v, sum, &mut ctx).await?;
                     }
                 }
                 if let Some(p) = progress.as_mut() {
-                    p("importing", seen_so_far, total);
+                    p("importing", ctx.seen, total);
                 }
             }
             if last {
@@ -531,15 +527,18 @@ async fn run_contact(
         drop(entries);
         let dup = (index.len() as u64).saturating_sub(yielded);
         sum.duplicates += dup;
-        seen_so_far += dup;
+        ctx.seen += dup;
         if !failed {
             done.insert(pack.name.clone());
         }
     }
-    while outstanding > 0 {
+    while let Some(h) = verifying.pop_front() {
+        let v = h.await.context("verifying bundles")?;
+        apply_verified(c, drive, home, &packs, v, sum, &mut ctx).await?;
+    }
+    while ctx.outstanding > 0 {
         if let CarrierOut::Imported(id, o) = c.next().await? {
-            count(sum, id, o);
-            outstanding -= 1;
+            ctx.answered(sum, id, o);
         }
     }
 
@@ -551,6 +550,84 @@ async fn run_contact(
     write_manifests(c, drive, &inventory, sum).await?;
 
     export(c, drive, opts, sum, progress).await
+}
+
+/// Batches verified at once during an import (reading continues meanwhile).
+const VERIFY_DEPTH: usize = 4;
+
+/// One verified batch.
+type Verified = Vec<(EntryTag, Result<ferry_core::Bundle, crate::daemon::Refusal>)>;
+
+/// Import progress: bundles handed to the engine and not yet answered (with their
+/// sizes), entries done.
+struct Applied {
+    outstanding: u64,
+    in_flight: std::collections::HashMap<BundleId, u64>,
+    in_flight_bytes: u64,
+    seen: u64,
+}
+
+impl Applied {
+    fn answered(&mut self, sum: &mut SyncSummary, id: BundleId, o: ImportOutcome) {
+        count(sum, id, o);
+        self.outstanding = self.outstanding.saturating_sub(1);
+        if let Some(n) = self.in_flight.remove(&id) {
+            self.in_flight_bytes = self.in_flight_bytes.saturating_sub(n);
+        }
+    }
+}
+
+/// Hands a verified batch to the engine; counts and quarantines the rest.
+async fn apply_verified(
+    c: &mut Contact<'_>,
+    drive: &Drive,
+    home: &Path,
+    packs: &[(PackRef, ferry_cl_drive::PackIndex)],
+    verified: Verified,
+    sum: &mut SyncSummary,
+    ctx: &mut Applied,
+) -> Result<()> {
+    let link = c.link;
+    for ((pi, index, claimed, copies), r) in verified {
+        ctx.seen += 1;
+        let pack = &packs[pi].0;
+        match r {
+            Ok(b) if b.id().0 == claimed => {
+                // Bounded memory: wait for the engine to commit what it holds before
+                // handing it more than IMPORT_BYTES_IN_FLIGHT.
+                while ctx.in_flight_bytes > IMPORT_BYTES_IN_FLIGHT {
+                    if let CarrierOut::Imported(id, o) = c.next().await? {
+                        ctx.answered(sum, id, o);
+                    }
+                }
+                let size = b.encoded_len() as u64;
+                ctx.in_flight.insert(b.id(), size);
+                ctx.in_flight_bytes += size;
+                c.input(Input::Carried {
+                    link,
+                    bundle: b,
+                    copies,
+                })
+                .await?;
+                ctx.outstanding += 1;
+            }
+            Ok(b) => {
+                let why = "its id does not match the pack index";
+                quarantine_entry(home, drive, pack, index, &b.encode(), why, sum)
+            }
+            Err((OpenError::ForeignRealm, _)) => sum.foreign += 1,
+            Err((OpenError::Expired, _)) => sum.expired += 1,
+            Err((e, bytes)) => {
+                quarantine_entry(home, drive, pack, index, &bytes, &e.to_string(), sum)
+            }
+        }
+    }
+    while let Some(o) = c.try_next() {
+        if let CarrierOut::Imported(id, o) = o {
+            ctx.answered(sum, id, o);
+        }
+    }
+    Ok(())
 }
 
 /// Whether every bundle of a pack has expired by `now` (DTN seconds), by its index.
@@ -671,10 +748,16 @@ async fn export(
         let mut failed: Vec<TransferId> = Vec::new();
         let mut hit_full = false;
         loop {
-            let out = match c.try_next() {
-                Some(o) => Some(o),
-                None if !pack.is_empty() || !failed.is_empty() => None,
-                None => Some(c.next().await?),
+            // A pack is finished when the engine stops handing out bundles for a
+            // moment: it waits for our reports (its in-flight limits), or the pass
+            // is over.
+            let out = if pack.is_empty() && failed.is_empty() {
+                Some(c.next().await?)
+            } else {
+                match tokio::time::timeout(BURST_GAP, c.next()).await {
+                    Ok(o) => Some(o?),
+                    Err(_) => None,
+                }
             };
             match out {
                 Some(CarrierOut::Export {

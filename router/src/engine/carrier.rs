@@ -182,7 +182,7 @@ impl<S: CustodyStore> Engine<S> {
             self.emit_imported(link, id, ImportOutcome::Refused(RefuseReason::HopLimit));
             return Ok(());
         }
-        if self.pending.iter().any(|p| p.bundle.id() == id) || self.is_seen(&id)? {
+        if self.pending_ids.contains(&id) || self.is_seen(&id)? {
             self.queue_edit(id, RoutingEdit::AddHolder(peer));
             self.emit_imported(link, id, ImportOutcome::Duplicate);
             return Ok(());

@@ -150,9 +150,23 @@ impl<S: CustodyStore> Engine<S> {
         }
     }
 
+    /// How long the commit buffer may wait: the commit delay, or the carrier commit
+    /// delay while only carrier imports wait.
+    pub(crate) fn pending_delay(&self) -> Millis {
+        if self.pending_live > 0 {
+            self.config.commit_delay
+        } else {
+            self.config.carrier_commit_delay
+        }
+    }
+
     pub(crate) fn pending_full(&self) -> bool {
-        self.pending.len() >= self.config.commit_batch.max(1)
-            || self.pending_bytes >= self.config.commit_batch_bytes
+        let batch = if self.pending_live > 0 {
+            self.config.commit_batch
+        } else {
+            self.config.carrier_commit_batch
+        };
+        self.pending.len() >= batch.max(1) || self.pending_bytes >= self.config.commit_batch_bytes
     }
 
     /// Whether one more age-based bundle fits the clockless age table.
@@ -170,6 +184,9 @@ impl<S: CustodyStore> Engine<S> {
             .pending_bytes
             .saturating_add(p.bundle.encoded_len() as u64);
         self.pending_since.get_or_insert(self.now);
+        let carried = matches!(p.origin, Origin::Peer { link, .. } if self.is_carrier(&link));
+        self.pending_live += usize::from(!carried);
+        self.pending_ids.insert(p.bundle.id());
         self.pending.push(p);
         if self.pending_full() {
             self.flush()?;
@@ -219,7 +236,9 @@ impl<S: CustodyStore> Engine<S> {
             self.refuse_peer(link, id, RefuseReason::HopLimit);
             return Ok(());
         }
-        if let Some(p) = self.pending.iter_mut().find(|p| p.bundle.id() == id) {
+        if !self.pending_ids.contains(&id) {
+            // Not buffered: the common case, without a scan of the buffer.
+        } else if let Some(p) = self.pending.iter_mut().find(|p| p.bundle.id() == id) {
             if !p.acks.contains(&link) {
                 p.acks.push(link);
             }
@@ -254,7 +273,7 @@ impl<S: CustodyStore> Engine<S> {
         if self.keyring.check_realm(&bundle).is_err() {
             return Err(EngineError::ForeignRealm);
         }
-        if self.pending.iter().any(|p| p.bundle.id() == bundle.id()) {
+        if self.pending_ids.contains(&bundle.id()) {
             return Ok(());
         }
         let copies = self.policy.initial_copies();
@@ -330,6 +349,8 @@ impl<S: CustodyStore> Engine<S> {
     pub(crate) fn flush(&mut self) -> Result<(), EngineError> {
         self.pending_since = None;
         self.pending_bytes = 0;
+        self.pending_live = 0;
+        self.pending_ids.clear();
         if self.pending.is_empty() {
             return self.flush_writes();
         }
@@ -519,7 +540,8 @@ impl<S: CustodyStore> Engine<S> {
             Destination::Group => true,
             Destination::Node(h) => h != self.own_hash,
         };
-        if !forwardable {
+        // (No link up, e.g. during a drive import: nothing to offer, no store read.)
+        if !forwardable || self.links.is_empty() {
             return Ok(());
         }
         let Some(info) = self.info(&id)? else {
@@ -617,7 +639,7 @@ impl<S: CustodyStore> Engine<S> {
                 }
                 Some(_) => self.stats.receipt_mismatches += 1,
                 None => {
-                    if !self.pending.iter().any(|p| p.bundle.id() == id) {
+                    if !self.pending_ids.contains(&id) {
                         self.queue_mark_seen(id, seen_until);
                     }
                 }
@@ -711,6 +733,8 @@ impl<S: CustodyStore> Engine<S> {
                 let Ok(bundle) = self.keyring.seal(&params, &encode_receipt(&ids), &mut rng) else {
                     continue;
                 };
+                self.pending_live += 1;
+                self.pending_ids.insert(bundle.id());
                 self.pending.push(Pending {
                     bundle,
                     origin: Origin::Receipt,

@@ -321,6 +321,13 @@ pub struct EngineConfig {
     /// a new reconciliation); divided by the link's duty cycle when it has one,
     /// checked at each purge (default 60 s).
     pub answer_timeout: Millis,
+    /// Bundles imported from carriers (drives) buffered before a commit is forced,
+    /// while nothing else waits in the buffer (default 4096): a drive sync is a bulk
+    /// load, so it commits less often than live links.
+    pub carrier_commit_batch: usize,
+    /// Longest a bundle from a carrier waits in the commit buffer while nothing else
+    /// does (default 100 ms).
+    pub carrier_commit_delay: Millis,
     /// Whether [`Output::Deliver`] carries the payload (default `true`). A driver
     /// that reads delivered payloads back from the store (the daemon does, when an
     /// app asks) sets it to `false`: the payload is still decrypted and
@@ -345,6 +352,8 @@ impl Default for EngineConfig {
             max_aging: 65_536,
             max_send_retries: 3,
             answer_timeout: Millis(60_000),
+            carrier_commit_batch: 4096,
+            carrier_commit_delay: Millis(100),
             deliver_payload: true,
         }
     }
@@ -700,6 +709,10 @@ pub struct Engine<S: CustodyStore> {
     outputs: VecDeque<Output>,
     next_transfer: u64,
     pending: Vec<Pending>,
+    /// Entries of `pending` not imported from a carrier.
+    pending_live: usize,
+    /// Ids in `pending`.
+    pending_ids: BTreeSet<BundleId>,
     pending_bytes: u64,
     pending_since: Option<Millis>,
     /// Acknowledged bundles awaiting their receipt, per realm: (id, remaining
@@ -760,6 +773,8 @@ impl<S: CustodyStore> Engine<S> {
             outputs: VecDeque::new(),
             next_transfer: 1,
             pending: Vec::new(),
+            pending_live: 0,
+            pending_ids: BTreeSet::new(),
             pending_bytes: 0,
             pending_since: None,
             receipts: BTreeMap::new(),
@@ -844,7 +859,10 @@ impl<S: CustodyStore> Engine<S> {
         if due(self.receipts_since) {
             self.flush_receipts()?;
         }
-        if due(self.pending_since) || due(self.writes.since()) {
+        let pending_due = self
+            .pending_since
+            .is_some_and(|t| now >= t + self.pending_delay());
+        if pending_due || due(self.writes.since()) {
             self.flush()?;
         }
         if now >= self.next_purge {
@@ -867,7 +885,7 @@ impl<S: CustodyStore> Engine<S> {
             at(self.now);
         }
         if let Some(s) = self.pending_since {
-            at(s + self.config.commit_delay);
+            at(s + self.pending_delay());
         }
         if let Some(s) = self.receipts_since {
             at(s + self.config.commit_delay);

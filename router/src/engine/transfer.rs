@@ -449,7 +449,7 @@ impl<S: CustodyStore> Engine<S> {
         for it in items {
             let key = key_of(&it.id);
             if self.fetching.contains_key(&key)
-                || self.pending.iter().any(|p| p.bundle.id() == it.id)
+                || self.pending_ids.contains(&it.id)
                 || self.is_seen(&it.id)?
             {
                 continue;
