@@ -37,10 +37,10 @@ use ferry_core::{Bundle, BundleId, Destination, NodeHash};
 use ferry_storage::{CustodyStore, PriorityCursor, RecordInfo, RoutingEdit, StoreError};
 
 use super::custody::Pending;
-use super::envelope::{forward_in_place, read_envelope};
 use super::frame::RefuseReason;
 use super::policy::{Candidate, Verdict};
-use super::{CloseReason, Engine, EngineError, Origin, Output, RemoveReason};
+use super::transfer::Forwarded;
+use super::{CloseReason, Engine, EngineError, Origin, Output};
 
 /// Most nodes in a carrier's reach (further ones are ignored).
 pub const MAX_CARRIER_REACH: usize = 256;
@@ -366,28 +366,10 @@ impl<S: CustodyStore> Engine<S> {
                 .get(&link)
                 .is_some_and(|c| c.reach.contains(&d)),
         };
-        let held = self.held_secs(&id, &rec.info);
-        let mut bytes = rec.bytes;
-        let Ok(env) = read_envelope(&bytes) else {
-            if self.queue_remove(&id)? {
-                self.aging.remove(&id);
-                self.emit(Output::Removed {
-                    id,
-                    reason: RemoveReason::Unreadable,
-                });
-            }
+        // A carrier is one hop; the rules of any link apply.
+        let Forwarded::Ready(bytes) = self.forwarded(rec, reaches)? else {
             return Ok(());
         };
-        // A carrier is one hop; the rules of `send_one` apply (a bundle that would
-        // arrive at its limit goes only to a destination the carrier reaches).
-        let next = u16::from(env.hop_count) + 1;
-        let limit = u16::from(env.hop_limit);
-        if next > limit
-            || (next == limit && !reaches)
-            || forward_in_place(&mut bytes, held).is_err()
-        {
-            return Ok(());
-        }
         let transfer = TransferId(self.next_transfer);
         self.next_transfer += 1;
         let size = bytes.len() as u64;

@@ -810,19 +810,10 @@ impl<S: CustodyStore> Engine<S> {
             Destination::Group => true,
             Destination::Node(d) => d == peer,
         };
-        let held = self.held_secs(&id, &rec.info);
-        let mut bytes = rec.bytes;
-        let env = match read_envelope(&bytes) {
-            Ok(env) => env,
-            Err(_) => {
+        let bytes = match self.forwarded(rec, reaches)? {
+            Forwarded::Ready(bytes) => bytes,
+            Forwarded::Unreadable => {
                 self.drop_outbound(link, &key);
-                if self.queue_remove(&id)? {
-                    self.aging.remove(&id);
-                    self.emit(Output::Removed {
-                        id,
-                        reason: RemoveReason::Unreadable,
-                    });
-                }
                 self.send_frame(
                     link,
                     &Frame::Refuse {
@@ -832,18 +823,11 @@ impl<S: CustodyStore> Engine<S> {
                 );
                 return Ok(true);
             }
+            Forwarded::HopLimit => {
+                self.refuse_outbound(link, key, RefuseReason::HopLimit);
+                return Ok(true);
+            }
         };
-        // One more hop must stay within the limit, and a bundle that would arrive
-        // at its limit goes only to a destination.
-        let next = u16::from(env.hop_count) + 1;
-        let limit = u16::from(env.hop_limit);
-        if next > limit
-            || (next == limit && !reaches)
-            || forward_in_place(&mut bytes, held).is_err()
-        {
-            self.refuse_outbound(link, key, RefuseReason::HopLimit);
-            return Ok(true);
-        }
         let transfer = TransferId(self.next_transfer);
         self.next_transfer += 1;
         let size = bytes.len() as u64;
@@ -867,6 +851,50 @@ impl<S: CustodyStore> Engine<S> {
             bytes,
         });
         Ok(true)
+    }
+}
+
+/// A stored bundle made ready for one more hop.
+pub(crate) enum Forwarded {
+    /// Its bytes with the envelope updated (one more hop, age).
+    Ready(Vec<u8>),
+    /// One more hop would pass its limit (or reach it short of the destination).
+    HopLimit,
+    /// Its stored bytes do not decode: it was removed.
+    Unreadable,
+}
+
+impl<S: CustodyStore> Engine<S> {
+    /// Prepares `rec` for one more hop: the hop-limit rules (a bundle that would
+    /// arrive at its limit goes only to a destination, `reaches`), the envelope
+    /// update. An unreadable record is removed.
+    pub(crate) fn forwarded(
+        &mut self,
+        rec: ferry_storage::Record,
+        reaches: bool,
+    ) -> Result<Forwarded, EngineError> {
+        let id = rec.info.id;
+        let held = self.held_secs(&id, &rec.info);
+        let mut bytes = rec.bytes;
+        let Ok(env) = read_envelope(&bytes) else {
+            if self.queue_remove(&id)? {
+                self.aging.remove(&id);
+                self.emit(Output::Removed {
+                    id,
+                    reason: RemoveReason::Unreadable,
+                });
+            }
+            return Ok(Forwarded::Unreadable);
+        };
+        let next = u16::from(env.hop_count) + 1;
+        let limit = u16::from(env.hop_limit);
+        if next > limit
+            || (next == limit && !reaches)
+            || forward_in_place(&mut bytes, held).is_err()
+        {
+            return Ok(Forwarded::HopLimit);
+        }
+        Ok(Forwarded::Ready(bytes))
     }
 }
 
