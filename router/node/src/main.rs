@@ -5,6 +5,7 @@ mod api;
 mod client;
 mod daemon;
 mod drive;
+mod sim;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
@@ -118,6 +119,9 @@ enum Cmd {
     /// USB drives carried between sites (sneakernet).
     #[command(subcommand)]
     Drive(DriveCmd),
+    /// Simulate many nodes running Ferry's real routing engine over a contact trace.
+    #[command(subcommand)]
+    Sim(SimCmd),
     /// List the bundles in the running node's store.
     Bundles {
         #[command(flatten)]
@@ -147,6 +151,39 @@ enum DriveCmd {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SimCmd {
+    /// Run a scenario (with its own routing policy, or --policy).
+    Run {
+        /// The scenario file (TOML; see docs/simulation.md).
+        scenario: PathBuf,
+        /// Routing policy instead of the scenario's: epidemic, spray-and-wait,
+        /// prophet or direct.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: sim::Format,
+        /// Also write an SVG chart of the result here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Run a scenario once per policy and print the results side by side.
+    Compare {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// Comma-separated policies.
+        #[arg(long, default_value = "epidemic,spray-and-wait,prophet,direct")]
+        policies: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: sim::Format,
+        /// Also write an SVG chart (delivery ratio and latency per policy) here.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
     },
 }
 
@@ -389,6 +426,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_bytes,
             json,
         }) => drive_sync(&home.dir()?, &path, max_bytes.as_deref(), json),
+        Cmd::Sim(SimCmd::Run {
+            scenario,
+            policy,
+            format,
+            svg,
+        }) => {
+            sim::run(&sim::SimArgs {
+                scenario,
+                policies: policy.map(|p| vec![p]),
+                format,
+                svg,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sim(SimCmd::Compare {
+            scenario,
+            policies,
+            format,
+            svg,
+        }) => {
+            sim::run(&sim::SimArgs {
+                scenario,
+                policies: Some(sim::parse_policies(&policies)?),
+                format,
+                svg,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Bundle(BundleCmd::Seal(args)) => seal(args),
         Cmd::Bundle(BundleCmd::Open {
             home,
