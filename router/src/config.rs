@@ -287,16 +287,8 @@ impl Config {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge);
         }
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            // One line: toml's messages may span several.
-            let msg: Vec<&str> = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            ConfigError::Syntax(msg.join("; ") + &span_note(text, e.span()))
-        })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(toml_error_line(text, &e)))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -489,14 +481,28 @@ max_bundle_bytes = {max_bundle_bytes}
     }
 }
 
-fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
+/// A TOML error on one line (toml's messages may span several), with the line it
+/// points at: `reason; detail (line N)`. Shared by every TOML file Ferry reads.
+pub fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let msg: Vec<&str> = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let note = match e.span() {
         Some(r) => {
-            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            let end = r.start.min(text.len());
+            let line = text.as_bytes()[..end]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1;
             format!(" (line {line})")
         }
         None => String::new(),
-    }
+    };
+    msg.join("; ") + &note
 }
 
 #[cfg(test)]

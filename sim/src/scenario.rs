@@ -269,16 +269,8 @@ impl Scenario {
         if text.len() > MAX_SCENARIO_BYTES {
             return Err(ScenarioError::TooLarge(text.len() as u64));
         }
-        let scenario: Scenario = toml::from_str(text).map_err(|e| {
-            // One line: toml's messages may span several.
-            let msg: Vec<&str> = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect();
-            ScenarioError::Syntax(msg.join("; ") + &span_note(text, e.span()))
-        })?;
+        let scenario: Scenario = toml::from_str(text)
+            .map_err(|e| ScenarioError::Syntax(ferry_router::config::toml_error_line(text, &e)))?;
         scenario.validate()?;
         Ok(scenario)
     }
@@ -758,21 +750,6 @@ fn read(path: &Path) -> Result<String, ScenarioError> {
         path: path.to_owned(),
         source,
     })
-}
-
-fn span_note(text: &str, span: Option<std::ops::Range<usize>>) -> String {
-    match span {
-        Some(r) => {
-            let end = r.start.min(text.len());
-            let line = text.as_bytes()[..end]
-                .iter()
-                .filter(|b| **b == b'\n')
-                .count()
-                + 1;
-            format!(" (line {line})")
-        }
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
