@@ -353,6 +353,19 @@ pub fn run_detailed(
     contacts: &[ContactEvent],
     messages: &[MessageEvent],
 ) -> Result<(Report, Vec<MessageOutcome>), RunError> {
+    run_observed(scenario, policy, contacts, messages, &mut |_, _| {})
+}
+
+/// [`run_detailed`], calling `progress(simulated seconds, duration in seconds)` each
+/// time the simulated clock passes another hundredth of the duration (for progress
+/// bars on long runs; it does not change the result).
+pub fn run_observed(
+    scenario: &Scenario,
+    policy: PolicyConfig,
+    contacts: &[ContactEvent],
+    messages: &[MessageEvent],
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(Report, Vec<MessageOutcome>), RunError> {
     let n = scenario.nodes;
     if n == 0 {
         return Err(RunError::NoNodes);
@@ -471,6 +484,8 @@ pub fn run_detailed(
     let mut next_sample = 0u64;
     let (mut ci, mut mi) = (0usize, 0usize);
     let (mut instant, mut at_instant) = (u64::MAX, 0u64);
+    let step_us = (end_us / 100).max(1);
+    let mut next_progress = step_us;
     loop {
         let th = sim.heap.peek().map(|e| e.at);
         let tm = order
@@ -482,6 +497,10 @@ pub fn run_detailed(
         };
         if t > end_us {
             break;
+        }
+        if t >= next_progress {
+            progress(t / 1_000_000, scenario.duration_s);
+            next_progress = (t / step_us + 1).saturating_mul(step_us);
         }
         while interval_us > 0 && next_sample < t {
             samples.push(sim.sample(next_sample));

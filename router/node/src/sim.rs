@@ -64,19 +64,21 @@ pub fn run(args: &SimArgs) -> Result<()> {
         let config = s
             .policy_config()
             .with_context(|| format!("policy `{policy}`"))?;
-        if show {
-            eprint!(
-                "ferry: [{}/{}] {} ...",
-                i + 1,
-                policies.len(),
-                s.routing.policy
-            );
-        }
-        let report = ferry_sim::run::run(&s, config, &contacts, &messages)
-            .with_context(|| format!("running `{policy}`"))?;
+        let label = format!("ferry: [{}/{}] {}", i + 1, policies.len(), s.routing.policy);
+        let mut progress = |t: u64, end: u64| {
+            if show {
+                eprint!(
+                    "\r{label} ... {}%",
+                    (t * 100).checked_div(end).unwrap_or(100)
+                );
+            }
+        };
+        let (report, _) =
+            ferry_sim::run::run_observed(&s, config, &contacts, &messages, &mut progress)
+                .with_context(|| format!("running `{policy}`"))?;
         if show {
             eprintln!(
-                " delivered {}/{} ({} events)",
+                "\r{label}: delivered {}/{} ({} events)   ",
                 report.delivered, report.created, report.events
             );
         }
