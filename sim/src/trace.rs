@@ -136,23 +136,8 @@ pub fn parse_contacts_with(
     for (n, line) in event_lines(text, limits) {
         let line = line?;
         stats.event_lines += 1;
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [time, keyword, a, b, state] = fields[..] else {
-            if fields.get(1).is_some_and(|k| *k != "CONN") {
-                return Err(unknown_keyword(n, fields[1], "CONN"));
-            }
-            return Err(TraceError::new(
-                n,
-                format!(
-                    "expected 5 fields `<time> CONN <a> <b> up|down`, found {}",
-                    fields.len()
-                ),
-            ));
-        };
+        let [time, _, a, b, state] = fields(n, line, "CONN", "<time> CONN <a> <b> up|down")?;
         let time = parse_time(time).map_err(|r| TraceError::new(n, r))?;
-        if keyword != "CONN" {
-            return Err(unknown_keyword(n, keyword, "CONN"));
-        }
         let a = parse_node(a, limits).map_err(|r| TraceError::new(n, r))?;
         let b = parse_node(b, limits).map_err(|r| TraceError::new(n, r))?;
         let is_up = match state {
@@ -230,23 +215,9 @@ pub fn parse_messages_with(
     let mut last = 0;
     for (n, line) in event_lines(text, limits) {
         let line = line?;
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        let [time, keyword, id, from, to, size] = fields[..] else {
-            if fields.get(1).is_some_and(|k| *k != "C") {
-                return Err(unknown_keyword(n, fields[1], "C"));
-            }
-            return Err(TraceError::new(
-                n,
-                format!(
-                    "expected 6 fields `<time> C <id> <from> <to> <size>`, found {}",
-                    fields.len()
-                ),
-            ));
-        };
+        let [time, _, id, from, to, size] =
+            fields(n, line, "C", "<time> C <id> <from> <to> <size>")?;
         let time = parse_time(time).map_err(|r| TraceError::new(n, r))?;
-        if keyword != "C" {
-            return Err(unknown_keyword(n, keyword, "C"));
-        }
         let from = parse_node(from, limits).map_err(|r| TraceError::new(n, r))?;
         let to = parse_node(to, limits).map_err(|r| TraceError::new(n, r))?;
         if from == to {
@@ -369,6 +340,26 @@ fn event_lines<'a>(
             }
             Some((n, Ok(trimmed)))
         })
+}
+
+/// The `N` whitespace-separated fields of event line `n`, whose second field must be
+/// `keyword` (`shape` describes the line for the error).
+fn fields<'l, const N: usize>(
+    n: usize,
+    line: &'l str,
+    keyword: &str,
+    shape: &str,
+) -> Result<[&'l str; N], TraceError> {
+    let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+    if let Some(k) = fields.get(1).filter(|k| **k != keyword) {
+        return Err(unknown_keyword(n, k, keyword));
+    }
+    <[&str; N]>::try_from(fields.as_slice()).map_err(|_| {
+        TraceError::new(
+            n,
+            format!("expected {N} fields `{shape}`, found {}", fields.len()),
+        )
+    })
 }
 
 fn unknown_keyword(line: usize, found: &str, expected: &str) -> TraceError {

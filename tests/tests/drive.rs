@@ -41,6 +41,17 @@ fn init_node(dir: &Path, name: &str, realm: &str) -> Node {
     )
 }
 
+/// Nodes of one realm: the first founds `valley`, the others join it.
+fn realm_nodes<const N: usize>(dir: &Path, names: [&str; N]) -> [Node; N] {
+    let first = init_node(dir, names[0], "valley");
+    let share = first.realm_share("valley");
+    let mut first = Some(first);
+    names.map(|name| match first.take() {
+        Some(f) => f,
+        None => init_node(dir, name, &share),
+    })
+}
+
 /// `ferry send` through the running daemon; returns the bundle id.
 fn send(node: &Node, to: &str, payload: &[u8]) -> String {
     let out = node
@@ -439,10 +450,7 @@ fn in_namespace(script: &str, args: &[&Path], scratch: &Path) -> String {
 #[test]
 fn three_nodes_by_drive_with_receipt_back() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let b = init_node(dir.path(), "b", &share);
-    let c = init_node(dir.path(), "c", &share);
+    let [a, b, c] = realm_nodes(dir.path(), ["a", "b", "c"]);
     let (d1, d2) = (dir.path().join("d1"), dir.path().join("d2"));
     std::fs::create_dir_all(&d1).expect("d1");
     std::fs::create_dir_all(&d2).expect("d2");
@@ -557,10 +565,7 @@ fn killed_exports_leave_the_drive_readable() {
     const KILLS: usize = 30;
     let started = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
-    let c2 = init_node(dir.path(), "c2", &share);
+    let [a, c, c2] = realm_nodes(dir.path(), ["a", "c", "c2"]);
     let sent = send_all(&a, &c, (0..BUNDLES).map(|i| payload(2, i, 2_000)).collect());
 
     // How long a whole sync of these takes here (process start included): the
@@ -713,9 +718,7 @@ fn killed_exports_leave_the_drive_readable() {
 fn full_drive_exports_what_fits() {
     const BUNDLES: usize = 24;
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
+    let [a, c] = realm_nodes(dir.path(), ["a", "c"]);
     let sent = send_all(
         &a,
         &c,
@@ -831,9 +834,7 @@ cp -a "$2/ferry" "$4/""#,
 #[test]
 fn corrupt_drive_imports_the_valid_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
+    let [a, c] = realm_nodes(dir.path(), ["a", "c"]);
     let d_node = init_node(dir.path(), "d", "other");
     let e_node = init_node(dir.path(), "e", &d_node.realm_share("other"));
 
@@ -1014,9 +1015,7 @@ fn corrupt_drive_imports_the_valid_rest() {
 #[test]
 fn second_sync_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
+    let [a, c] = realm_nodes(dir.path(), ["a", "c"]);
     let sent = send_all(&a, &c, (0..6).map(|i| payload(6, i, 3_000)).collect());
     let d = dir.path().join("d");
     std::fs::create_dir_all(&d).expect("d");
@@ -1069,9 +1068,7 @@ fn second_sync_changes_nothing() {
 #[test]
 fn full_drive_at_pack_finish_fills_what_fits_and_counts_the_rest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
+    let [a, c] = realm_nodes(dir.path(), ["a", "c"]);
     // 5 × ~30 KB: 3 fit in 100,000 bytes.
     send_all(&a, &c, (0..5).map(|i| payload(7, i, 30_000)).collect());
     let d = dir.path().join("d");
@@ -1092,9 +1089,7 @@ fn full_drive_at_pack_finish_fills_what_fits_and_counts_the_rest() {
 #[test]
 fn full_drive_still_imports_and_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = init_node(dir.path(), "a", "valley");
-    let share = a.realm_share("valley");
-    let c = init_node(dir.path(), "c", &share);
+    let [a, c] = realm_nodes(dir.path(), ["a", "c"]);
     send_all(&a, &c, (0..3).map(|i| payload(8, i, 1_000)).collect());
     let d = dir.path().join("d");
     std::fs::create_dir_all(&d).expect("d");
