@@ -15,11 +15,50 @@ use crate::types::{
     WriteOp, WriteOutcome,
 };
 
+/// Hashes bundle ids by their first eight bytes: ids are BLAKE3 outputs, already
+/// uniform, so hashing them again (SipHash) is wasted work on the simulator's hot
+/// path. (MemStore never holds ids chosen by an adversary against it: it is the
+/// simulator's and the tests' store.)
+#[derive(Debug, Clone, Copy, Default)]
+struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// See [`IdHash`].
+#[derive(Debug, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // A BundleId hashes as its 32 bytes (after a length prefix, written through
+        // `write_usize`); anything else still gets every byte folded in.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+            if bytes.len() >= 32 {
+                break;
+            }
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
 #[derive(Debug)]
 struct Inner {
-    /// id → (seen time, insertion number or 0 when not stored); ordered for
-    /// [`CustodyStore::ids_after`].
-    ids: BTreeMap<BundleId, (u64, u64)>,
+    /// id → (seen time, insertion number or 0 when not stored): the seen-set and the
+    /// point lookups (hashed: the simulator does millions of them).
+    ids: HashMap<BundleId, (u64, u64), IdHash>,
+    /// Ids of stored records, ordered for [`CustodyStore::ids_after`].
+    stored: BTreeSet<BundleId>,
     records: BTreeMap<u64, (RecordInfo, Vec<u8>)>,
     prio: BTreeSet<(u8, u64)>,
     dest: BTreeSet<([u8; 9], u64)>,
@@ -56,7 +95,8 @@ impl MemStore {
         Self {
             config,
             inner: Mutex::new(Inner {
-                ids: BTreeMap::new(),
+                ids: HashMap::default(),
+                stored: BTreeSet::new(),
                 records: BTreeMap::new(),
                 prio: BTreeSet::new(),
                 dest: BTreeSet::new(),
@@ -98,6 +138,7 @@ impl Inner {
             None => seen_time(m),
         };
         self.ids.insert(info.id, (t, 0));
+        self.stored.remove(&info.id);
         self.seen_exp.insert((t, info.id));
         Some(info)
     }
@@ -121,6 +162,7 @@ impl Inner {
             self.expiry.insert((e, slot));
         }
         self.ids.insert(r.id, (seen_time(&info.meta), slot));
+        self.stored.insert(r.id);
         self.bytes += info.size;
         self.records.insert(slot, (info, r.bytes.clone()));
     }
@@ -469,13 +511,9 @@ impl CustodyStore for MemStore {
             None => std::ops::Bound::Unbounded,
         };
         let mut page = IdPage::default();
-        let mut scanned = 0;
-        for (id, &(_, slot)) in g.ids.range((start, std::ops::Bound::Unbounded)) {
-            scanned += 1;
-            if slot != 0 {
-                page.ids.push(*id);
-            }
-            if scanned == limit {
+        for id in g.stored.range((start, std::ops::Bound::Unbounded)) {
+            page.ids.push(*id);
+            if page.ids.len() == limit {
                 page.next = Some(*id);
                 break;
             }
