@@ -156,17 +156,7 @@ pub fn parse_contacts_with(
                 format!("node {a} in contact with itself"),
             ));
         }
-        if time < last {
-            return Err(TraceError::new(
-                n,
-                format!(
-                    "time {} goes back (previous event at {})",
-                    format_time(time),
-                    format_time(last)
-                ),
-            ));
-        }
-        last = time;
+        advance(n, time, &mut last)?;
         let (a, b) = if a < b { (a, b) } else { (b, a) };
         if is_up {
             if !up.insert((a, b)) {
@@ -232,17 +222,7 @@ pub fn parse_messages_with(
         if size == 0 {
             return Err(TraceError::new(n, "size must be at least 1 byte"));
         }
-        if time < last {
-            return Err(TraceError::new(
-                n,
-                format!(
-                    "time {} goes back (previous event at {})",
-                    format_time(time),
-                    format_time(last)
-                ),
-            ));
-        }
-        last = time;
+        advance(n, time, &mut last)?;
         if let Some(first) = ids.insert(id, n) {
             return Err(TraceError::new(
                 n,
@@ -340,6 +320,22 @@ fn event_lines<'a>(
             }
             Some((n, Ok(trimmed)))
         })
+}
+
+/// Times of events must not go back: moves `last` to `time` or refuses line `n`.
+fn advance(n: usize, time: SimMillis, last: &mut SimMillis) -> Result<(), TraceError> {
+    if time < *last {
+        return Err(TraceError::new(
+            n,
+            format!(
+                "time {} goes back (previous event at {})",
+                format_time(time),
+                format_time(*last)
+            ),
+        ));
+    }
+    *last = time;
+    Ok(())
 }
 
 /// The `N` whitespace-separated fields of event line `n`, whose second field must be
