@@ -1,0 +1,334 @@
+//! The session layer over a virtual-time channel (tests/support): delivery over lossy
+//! cables and radios, resume after a break, priority, one transmission for several
+//! neighbours, hidden terminals, garbage.
+
+mod support;
+
+use ferry_cl_session::{Class, Config, Event, Kind};
+use support::{radio_cfg, sf9, Air, Net};
+
+const SEC: u64 = 1_000_000;
+
+fn payload(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn cable() -> (Air, Config) {
+    (Air::Cable(87), Config::cable(115_200))
+}
+
+#[test]
+fn cable_delivers_50_bytes_10_kib_and_1_mib_intact_with_10_percent_loss() {
+    let (air, cfg) = cable();
+    let mut net = Net::new(2, air, cfg, 0.10, 7);
+    assert!(net.meet(30 * SEC));
+    let b = net.nodes[1].id;
+    let msgs = [payload(50, 1), payload(10 * 1024, 2), payload(1 << 20, 3)];
+    for (i, m) in msgs.iter().enumerate() {
+        net.nodes[0]
+            .session
+            .send(&b, Kind::Bundle, Class::Normal, i as u64, m.clone())
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    net.run_until(600 * SEC, |net| {
+        got.extend(net.received(1));
+        let acked = net.nodes[0]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Sent { .. }))
+            .count();
+        got.len() == 3 && acked == 3
+    });
+    got.sort_by_key(|m| m.len());
+    assert_eq!(got, msgs.to_vec());
+    let sent: Vec<u64> = net.nodes[0]
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Sent { tag, .. } => Some(*tag),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(sent.len(), 3, "every message acknowledged: {sent:?}");
+    let s = net.nodes[0].session.stats();
+    assert!(s.segments_resent > 0, "10% loss must cost retransmissions");
+    assert_eq!(net.nodes[1].session.stats().messages_received, 3);
+}
+
+#[test]
+fn a_lossy_radio_delivers_and_the_sender_learns_it() {
+    let r = sf9();
+    let mut net = Net::new(2, Air::Lora(r), radio_cfg(&r), 0.20, 11);
+    assert!(net.meet(120 * SEC));
+    let b = net.nodes[1].id;
+    let m = payload(10 * 1024, 9);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 5, m.clone())
+        .unwrap();
+    let mut got = Vec::new();
+    net.run_until(3600 * SEC, |net| {
+        got.extend(net.received(1));
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Sent { tag: 5, .. }))
+    });
+    assert_eq!(got, vec![m]);
+}
+
+#[test]
+fn after_a_break_segments_already_delivered_are_not_sent_again() {
+    let (air, mut cfg) = cable();
+    cfg.max_retries = 3;
+    let mut net = Net::new(2, air, cfg.clone(), 0.0, 3);
+    assert!(net.meet(30 * SEC));
+    let b = net.nodes[1].id;
+    let m = payload(200 * 1024, 4);
+    let nseg = m.len().div_ceil(cfg.seg_size()) as u64;
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, m.clone())
+        .unwrap();
+    // Let about 40% through, then cut the cable.
+    let t0 = net.now;
+    net.run_until(t0 + 10 * SEC, |net| {
+        net.nodes[0].session.stats().segments_sent >= nseg * 2 / 5
+    });
+    net.up = false;
+    net.run_until(net.now + 120 * SEC, |net| {
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Failed { tag: 1, .. }))
+    });
+    assert!(net.nodes[0]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::NeighborDown { .. })));
+    let before = net.nodes[0].session.stats();
+    assert!(net.received(1).is_empty());
+    // Restore; once the neighbours meet again the router sends the bundle again.
+    net.up = true;
+    net.nodes[0].events.clear();
+    net.run_until(net.now + 60 * SEC, |net| {
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::NeighborUp { .. }))
+    });
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 2, m.clone())
+        .unwrap();
+    let mut got = Vec::new();
+    net.run_until(net.now + 120 * SEC, |net| {
+        got.extend(net.received(1));
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![m]);
+    let after = net.nodes[0].session.stats();
+    let second_attempt = after.segments_sent + after.segments_resent
+        - (before.segments_sent + before.segments_resent);
+    let acked_before = before.segments_sent - cfg.window as u64; // at most a window in flight at the cut
+    assert!(
+        second_attempt <= nseg - acked_before + u64::from(cfg.window),
+        "resent {second_attempt} segments of {nseg}; {acked_before} were acknowledged before the break"
+    );
+    assert!(net.nodes[1].session.stats().resumed >= 1);
+}
+
+#[test]
+fn an_expedited_bundle_overtakes_a_bulk_one() {
+    let r = sf9();
+    let mut net = Net::new(2, Air::Lora(r), radio_cfg(&r), 0.0, 5);
+    assert!(net.meet(120 * SEC));
+    let b = net.nodes[1].id;
+    let bulk = payload(20 * 1024, 1);
+    let urgent = payload(120, 2);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Bulk, 1, bulk.clone())
+        .unwrap();
+    // A few seconds into the bulk transfer, a receipt-like expedited bundle arrives.
+    let t = net.now + 5 * SEC;
+    net.run_until(t, |_| false);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Expedited, 2, urgent.clone())
+        .unwrap();
+    let mut order = Vec::new();
+    net.run_until(net.now + 3600 * SEC, |net| {
+        order.extend(net.received(1));
+        order.len() == 2
+    });
+    assert_eq!(order, vec![urgent, bulk]);
+}
+
+#[test]
+fn small_bundles_interleave_with_a_large_one_of_the_same_class() {
+    let (air, cfg) = cable();
+    let mut net = Net::new(2, air, cfg, 0.0, 5);
+    assert!(net.meet(30 * SEC));
+    let b = net.nodes[1].id;
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, payload(1 << 20, 1))
+        .unwrap();
+    net.run_until(net.now + SEC / 2, |_| false);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 2, payload(300, 2))
+        .unwrap();
+    let mut order = Vec::new();
+    net.run_until(net.now + 600 * SEC, |net| {
+        order.extend(net.received(1).into_iter().map(|m| m.len()));
+        order.len() == 2
+    });
+    assert_eq!(order, vec![300, 1 << 20]);
+}
+
+#[test]
+fn a_bundle_two_neighbours_lack_goes_on_air_once() {
+    let r = sf9();
+    let mut net = Net::new(3, Air::Lora(r), radio_cfg(&r), 0.0, 9);
+    assert!(net.meet(300 * SEC));
+    let (b, c) = (net.nodes[1].id, net.nodes[2].id);
+    let m = payload(4 * 1024, 3);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, m.clone())
+        .unwrap();
+    net.nodes[0]
+        .session
+        .send(&c, Kind::Bundle, Class::Normal, 2, m.clone())
+        .unwrap();
+    let (mut got_b, mut got_c) = (Vec::new(), Vec::new());
+    net.run_until(net.now + 3600 * SEC, |net| {
+        got_b.extend(net.received(1));
+        got_c.extend(net.received(2));
+        !got_b.is_empty() && !got_c.is_empty()
+    });
+    assert_eq!((got_b, got_c), (vec![m.clone()], vec![m.clone()]));
+    let s = net.nodes[0].session.stats();
+    let nseg = m.len().div_ceil(radio_cfg(&r).seg_size()) as u64;
+    assert_eq!(s.segments_sent, nseg, "each segment went on air once");
+    assert_eq!(s.segments_resent, 0);
+}
+
+#[test]
+fn hidden_terminals_collide_and_still_deliver() {
+    let r = sf9();
+    let mut net = Net::new(3, Air::Lora(r), radio_cfg(&r), 0.0, 13).line();
+    assert!(net.meet(600 * SEC));
+    let b = net.nodes[1].id;
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, payload(3000, 1))
+        .unwrap();
+    net.nodes[2]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, payload(3000, 2))
+        .unwrap();
+    let mut got = Vec::new();
+    net.run_until(net.now + 7200 * SEC, |net| {
+        got.extend(net.received(1));
+        got.len() == 2
+    });
+    assert_eq!(got.len(), 2);
+    assert!(
+        net.collisions > 0,
+        "A and C cannot hear each other: their frames collide at B"
+    );
+}
+
+#[test]
+fn garbage_other_realms_and_truncated_frames_are_counted_and_the_link_keeps_working() {
+    let (air, cfg) = cable();
+    let mut net = Net::new(2, air, cfg, 0.0, 1);
+    assert!(net.meet(30 * SEC));
+    let b = net.nodes[1].id;
+    // A node of another realm, and raw garbage, talk to B.
+    let other = ferry_core::Realm::new("valley", [8; 32]).unwrap();
+    let mut stranger = ferry_cl_session::Session::new(
+        &ferry_core::Identity::from_seed([9; 32]),
+        &other,
+        [0; 4],
+        Config::cable(115_200),
+        Air::Cable(87),
+        net.now,
+    );
+    let hello = stranger.poll_transmit(net.now).unwrap();
+    let now = net.now;
+    net.nodes[1].session.handle_frame(now, &hello);
+    net.nodes[1].session.handle_frame(now, &[0xff; 40]);
+    net.nodes[1].session.handle_frame(now, &hello[..10]);
+    net.nodes[1].session.handle_frame(now, &[1, 2]);
+    net.nodes[1].session.handle_frame(now, &vec![0; 400]);
+    let s = net.nodes[1].session.stats();
+    assert_eq!(s.bad_check, 3, "{s:?}");
+    assert_eq!(s.malformed + s.oversized, 2, "{s:?}");
+    assert_eq!(net.nodes[1].session.neighbors().len(), 1);
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Frame, Class::Control, 1, vec![1, 2, 3])
+        .unwrap();
+    let mut got = Vec::new();
+    net.run_until(net.now + 10 * SEC, |net| {
+        got.extend(net.received(1));
+        !got.is_empty()
+    });
+    assert_eq!(got, vec![vec![1, 2, 3]]);
+}
+
+#[test]
+fn a_restarted_neighbour_is_a_new_contact() {
+    let (air, cfg) = cable();
+    let mut net = Net::new(2, air, cfg.clone(), 0.0, 1);
+    assert!(net.meet(30 * SEC));
+    net.nodes[0].events.clear();
+    // B restarts: a new session (new nonce) with the same identity.
+    let ident = ferry_core::Identity::from_seed([2; 32]);
+    net.nodes[1].session =
+        ferry_cl_session::Session::new(&ident, &support::realm(), [99; 4], cfg, air, net.now);
+    net.run_until(net.now + 10 * SEC, |net| {
+        net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::NeighborUp { .. }))
+    });
+    let kinds: Vec<&str> = net.nodes[0]
+        .events
+        .iter()
+        .map(|e| match e {
+            Event::NeighborDown { .. } => "down",
+            Event::NeighborUp { .. } => "up",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, vec!["down", "up"]);
+}
+
+#[test]
+fn same_seed_same_run() {
+    let run = || {
+        let r = sf9();
+        let mut net = Net::new(2, Air::Lora(r), radio_cfg(&r), 0.15, 21);
+        net.meet(120 * SEC);
+        let b = net.nodes[1].id;
+        net.nodes[0]
+            .session
+            .send(&b, Kind::Bundle, Class::Normal, 1, payload(5000, 1))
+            .unwrap();
+        net.run_until(net.now + 1800 * SEC, |net| !net.received(1).is_empty());
+        (
+            net.now,
+            net.nodes[0].session.stats(),
+            net.nodes[1].session.stats(),
+        )
+    };
+    assert_eq!(run(), run());
+}
