@@ -260,6 +260,87 @@ impl Default for DrivesSection {
     }
 }
 
+/// How a `[[serial]]` port is used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SerialMode {
+    /// A point-to-point serial cable between two nodes (KISS framing on the line).
+    Cable,
+    /// A KISS TNC radio: each KISS frame goes out as one radio packet.
+    Kiss,
+    /// An RNode LoRa radio, configured over its KISS command set at start.
+    Rnode,
+}
+
+/// `[serial.radio]`: LoRa radio settings (mode `kiss` or `rnode`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RadioSection {
+    /// Centre frequency, Hz.
+    pub frequency: u32,
+    /// Bandwidth, Hz.
+    pub bandwidth: u32,
+    /// Spreading factor (5..=12).
+    pub spreading_factor: u8,
+    /// Coding rate denominator (5..=8 for 4/5..4/8).
+    pub coding_rate: u8,
+    /// Transmit power, dBm.
+    pub tx_power: i8,
+    /// Regulatory region: `eu868`, `us915` or `none`.
+    pub region: String,
+    /// Duty cycle to keep (at most the region's limit for the frequency).
+    pub duty_cycle: Option<f64>,
+}
+
+impl Default for RadioSection {
+    fn default() -> Self {
+        Self {
+            frequency: 869_525_000,
+            bandwidth: 125_000,
+            spreading_factor: 9,
+            coding_rate: 5,
+            tx_power: 14,
+            region: "eu868".into(),
+            duty_cycle: None,
+        }
+    }
+}
+
+impl Eq for RadioSection {}
+
+/// `[[serial]]`: one serial port (cable or radio).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SerialSection {
+    /// A label for logs and status.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The device (e.g. `/dev/ttyUSB0`, `/dev/serial0`).
+    pub port: std::path::PathBuf,
+    /// Line speed.
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `cable`, `kiss` or `rnode`.
+    pub mode: SerialMode,
+    /// Seconds between hellos (default 5 on a cable, 600 on a radio).
+    #[serde(default)]
+    pub hello_secs: Option<u32>,
+    /// Largest bundle sent over this port (default 4 MiB on a cable, 256 KiB on a
+    /// radio).
+    #[serde(default)]
+    pub max_bundle_bytes: Option<u64>,
+    /// The realm whose members this port talks to (default: the node's first).
+    #[serde(default)]
+    pub realm: Option<String>,
+    /// Radio settings (modes `kiss` and `rnode`).
+    #[serde(default)]
+    pub radio: Option<RadioSection>,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -276,6 +357,8 @@ pub struct Config {
     pub discovery: DiscoverySection,
     /// `[drives]`
     pub drives: DrivesSection,
+    /// `[[serial]]`: serial cables and radios.
+    pub serial: Vec<SerialSection>,
     /// `[routes]`: static routes for the `static` policy, destination node id →
     /// next-hop node id.
     pub routes: std::collections::BTreeMap<String, String>,
@@ -330,6 +413,49 @@ impl Config {
                 "drives.watch: `{}` must be an absolute path",
                 p.display()
             )));
+        }
+        for (i, port) in self.serial.iter().enumerate() {
+            let at = |what: &str| {
+                ConfigError::Value(format!(
+                    "serial #{} ({}): {what}",
+                    i + 1,
+                    port.port.display()
+                ))
+            };
+            if port.baud == 0 {
+                return Err(at("baud must be above 0"));
+            }
+            if port.hello_secs == Some(0) {
+                return Err(at("hello_secs must be at least 1"));
+            }
+            if port.max_bundle_bytes.is_some_and(|b| b < 256) {
+                return Err(at("max_bundle_bytes must be at least 256"));
+            }
+            if let Some(r) = &port.realm {
+                if !self.node.realms.contains(r) {
+                    return Err(at(&format!("realm `{r}` is not one of node.realms")));
+                }
+            }
+            match (port.mode, &port.radio) {
+                (SerialMode::Cable, Some(_)) => {
+                    return Err(at("[serial.radio] is for modes kiss and rnode, not cable"))
+                }
+                (SerialMode::Kiss | SerialMode::Rnode, None) => {
+                    return Err(at("modes kiss and rnode need a [serial.radio] section"))
+                }
+                (_, Some(r)) => {
+                    if !matches!(r.region.as_str(), "eu868" | "us915" | "none") {
+                        return Err(at(&format!(
+                            "radio.region `{}`: expected eu868, us915 or none",
+                            r.region
+                        )));
+                    }
+                    if r.duty_cycle.is_some_and(|d| !(d > 0.0 && d <= 1.0)) {
+                        return Err(at("radio.duty_cycle must be in (0, 1]"));
+                    }
+                }
+                (SerialMode::Cable, None) => {}
+            }
         }
         if self.discovery.interval_secs == 0 {
             return Err(ConfigError::Value(

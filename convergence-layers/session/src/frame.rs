@@ -19,8 +19,11 @@
 //!               SINGLE: body = dst:[2]*n msg:u8 payload          ; a whole message
 //!               INFO:   body = dst:[2]*n msg:u8 key:[8] len:varint seg_size:varint
 //!               else:   body = dst:[2]*n msg:u8 seg:varint payload ; one segment
-//! type 2 ACK    flags: bits 5-0 = entries (1..=63)
+//! type 2 ACK    flags: bit5 THEN, bits 4-0 = entries (1..=31)
 //!               body = dst:[2] (msg:u8 state:varint [blen:u8 bitmap:[blen]])*
+//!                      [then]   ; THEN: a DATA or POLL frame's b0 and body (no src)
+//!                               ; rides along, so an ACK and the answer it carries
+//!                               ; (a Want after an Offer) share one packet
 //!               state = cum << 1 | has_bitmap: segments 0..cum all received;
 //!               bitmap bit i (LSB first) = segment cum+1+i received
 //! type 3 POLL   flags: bits 5-4 = destinations − 1; body = dst:[2]*n
@@ -46,7 +49,7 @@ pub const MAX_SEGMENT_OVERHEAD: usize = 1 + 2 + 2 * MAX_DSTS + 1 + 3 + MIC_LEN;
 /// Largest bitmap of one ACK entry.
 pub const MAX_BITMAP: usize = 32;
 /// Most entries of one ACK frame.
-pub const MAX_ACK_ENTRIES: usize = 63;
+pub const MAX_ACK_ENTRIES: usize = 31;
 /// Most segments of one message (segment numbers fit three varint bytes).
 pub const MAX_SEGMENTS: u32 = 1 << 21;
 
@@ -127,6 +130,8 @@ pub enum Body {
         dst: Short,
         /// Per message.
         entries: Vec<AckEntry>,
+        /// A DATA or POLL body riding in the same frame.
+        then: Option<Box<Body>>,
     },
     /// Asks the destinations for an ACK.
     Poll {
@@ -207,92 +212,7 @@ impl Frame {
 
     fn encode_unchecked(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
-        let dsts_flags = |d: &[Short]| (d.len().clamp(1, MAX_DSTS) as u8 - 1) << 4;
-        let kind_flag = |k: Kind| if k == Kind::Bundle { F_KIND } else { 0 };
-        let poll_flag = |p: bool| if p { F_POLL } else { 0 };
-        match &self.body {
-            Body::Hello {
-                answer,
-                node_id,
-                nonce,
-                sig,
-            } => {
-                out.push(T_HELLO << 6 | u8::from(*answer));
-                out.extend_from_slice(&self.src);
-                out.extend_from_slice(node_id);
-                out.extend_from_slice(nonce);
-                out.extend_from_slice(sig);
-            }
-            Body::Single {
-                dsts,
-                poll,
-                kind,
-                msg,
-                payload,
-            } => {
-                out.push(
-                    T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | F_SINGLE | kind_flag(*kind),
-                );
-                out.extend_from_slice(&self.src);
-                dsts.iter().for_each(|d| out.extend_from_slice(d));
-                out.push(*msg);
-                out.extend_from_slice(payload);
-            }
-            Body::Info {
-                dsts,
-                poll,
-                kind,
-                msg,
-                key,
-                len,
-                seg_size,
-            } => {
-                out.push(
-                    T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | F_INFO | kind_flag(*kind),
-                );
-                out.extend_from_slice(&self.src);
-                dsts.iter().for_each(|d| out.extend_from_slice(d));
-                out.push(*msg);
-                out.extend_from_slice(key);
-                codec::put_varint(&mut out, u64::from(*len));
-                codec::put_varint(&mut out, u64::from(*seg_size));
-            }
-            Body::Segment {
-                dsts,
-                poll,
-                kind,
-                msg,
-                seg,
-                payload,
-            } => {
-                out.push(T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | kind_flag(*kind));
-                out.extend_from_slice(&self.src);
-                dsts.iter().for_each(|d| out.extend_from_slice(d));
-                out.push(*msg);
-                codec::put_varint(&mut out, u64::from(*seg));
-                out.extend_from_slice(payload);
-            }
-            Body::Ack { dst, entries } => {
-                out.push(T_ACK << 6 | (entries.len().min(MAX_ACK_ENTRIES) as u8));
-                out.extend_from_slice(&self.src);
-                out.extend_from_slice(dst);
-                for e in entries.iter().take(MAX_ACK_ENTRIES) {
-                    out.push(e.msg);
-                    let has = !e.bitmap.is_empty();
-                    codec::put_varint(&mut out, u64::from(e.cum) << 1 | u64::from(has));
-                    if has {
-                        let b = &e.bitmap[..e.bitmap.len().min(MAX_BITMAP)];
-                        out.push(b.len() as u8);
-                        out.extend_from_slice(b);
-                    }
-                }
-            }
-            Body::Poll { dsts } => {
-                out.push(T_POLL << 6 | dsts_flags(dsts));
-                out.extend_from_slice(&self.src);
-                dsts.iter().for_each(|d| out.extend_from_slice(d));
-            }
-        }
+        encode_body(&self.body, Some(self.src), &mut out);
         out
     }
 
@@ -317,114 +237,222 @@ impl Frame {
         let mut r = Rd { b, pos: 0 };
         let b0 = r.u8()?;
         let src = r.arr::<2>()?;
-        let ty = b0 >> 6;
-        let flags = b0 & 0x3f;
-        let body = match ty {
-            T_HELLO => {
-                if flags & !1 != 0 {
-                    return Err(FrameError::Malformed("hello flags"));
-                }
-                Body::Hello {
-                    answer: flags & 1 == 1,
-                    node_id: r.arr()?,
-                    nonce: r.arr()?,
-                    sig: r.arr()?,
-                }
-            }
-            T_DATA => {
-                let dsts = r.dsts(flags)?;
-                let poll = flags & F_POLL != 0;
-                let kind = if flags & F_KIND != 0 {
-                    Kind::Bundle
-                } else {
-                    Kind::Frame
-                };
-                let msg = r.u8()?;
-                match (flags & F_SINGLE != 0, flags & F_INFO != 0) {
-                    (true, true) => return Err(FrameError::Malformed("single and info")),
-                    (true, false) => Body::Single {
-                        dsts,
-                        poll,
-                        kind,
-                        msg,
-                        payload: r.rest_nonempty()?,
-                    },
-                    (false, true) => {
-                        let key = r.arr()?;
-                        let len = r.var_u32()?;
-                        let seg_size = r.var_u32()?;
-                        if len == 0 || seg_size == 0 {
-                            return Err(FrameError::Malformed("empty message or segment"));
-                        }
-                        if len.div_ceil(seg_size) > MAX_SEGMENTS {
-                            return Err(FrameError::Malformed("too many segments"));
-                        }
-                        Body::Info {
-                            dsts,
-                            poll,
-                            kind,
-                            msg,
-                            key,
-                            len,
-                            seg_size,
-                        }
-                    }
-                    (false, false) => {
-                        let seg = r.var_u32()?;
-                        if seg >= MAX_SEGMENTS {
-                            return Err(FrameError::Malformed("segment number"));
-                        }
-                        Body::Segment {
-                            dsts,
-                            poll,
-                            kind,
-                            msg,
-                            seg,
-                            payload: r.rest_nonempty()?,
-                        }
-                    }
-                }
-            }
-            T_ACK => {
-                let n = usize::from(flags);
-                if n == 0 {
-                    return Err(FrameError::Malformed("ack without entries"));
-                }
-                let dst = r.arr()?;
-                let mut entries = Vec::with_capacity(n.min(r.left()));
-                for _ in 0..n {
-                    let msg = r.u8()?;
-                    let state = r.varint()?;
-                    let cum = u32::try_from(state >> 1)
-                        .ok()
-                        .filter(|c| *c <= MAX_SEGMENTS)
-                        .ok_or(FrameError::Malformed("ack count"))?;
-                    let bitmap = if state & 1 == 1 {
-                        let blen = usize::from(r.u8()?);
-                        if blen == 0 || blen > MAX_BITMAP {
-                            return Err(FrameError::Malformed("ack bitmap length"));
-                        }
-                        r.take(blen)?.to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    entries.push(AckEntry { msg, cum, bitmap });
-                }
-                Body::Ack { dst, entries }
-            }
-            _ => {
-                if flags & 0x0f != 0 {
-                    return Err(FrameError::Malformed("poll flags"));
-                }
-                Body::Poll {
-                    dsts: r.dsts(flags)?,
-                }
-            }
-        };
+        let body = decode_rest(&mut r, b0, true)?;
         if r.pos != b.len() {
             return Err(FrameError::Malformed("trailing bytes"));
         }
         Ok(Frame { src, body })
+    }
+}
+
+/// Decodes what follows a frame's first byte (and its source address); `top` is
+/// false for a body riding in an ACK, which may only be DATA or POLL.
+fn decode_rest(r: &mut Rd<'_>, b0: u8, top: bool) -> Result<Body, FrameError> {
+    let ty = b0 >> 6;
+    let flags = b0 & 0x3f;
+    let body = match ty {
+        T_HELLO | T_ACK if !top => {
+            return Err(FrameError::Malformed("only DATA or POLL rides in an ACK"))
+        }
+        T_HELLO => {
+            if flags & !1 != 0 {
+                return Err(FrameError::Malformed("hello flags"));
+            }
+            Body::Hello {
+                answer: flags & 1 == 1,
+                node_id: r.arr()?,
+                nonce: r.arr()?,
+                sig: r.arr()?,
+            }
+        }
+        T_DATA => {
+            let dsts = r.dsts(flags)?;
+            let poll = flags & F_POLL != 0;
+            let kind = if flags & F_KIND != 0 {
+                Kind::Bundle
+            } else {
+                Kind::Frame
+            };
+            let msg = r.u8()?;
+            match (flags & F_SINGLE != 0, flags & F_INFO != 0) {
+                (true, true) => return Err(FrameError::Malformed("single and info")),
+                (true, false) => Body::Single {
+                    dsts,
+                    poll,
+                    kind,
+                    msg,
+                    payload: r.rest_nonempty()?,
+                },
+                (false, true) => {
+                    let key = r.arr()?;
+                    let len = r.var_u32()?;
+                    let seg_size = r.var_u32()?;
+                    if len == 0 || seg_size == 0 {
+                        return Err(FrameError::Malformed("empty message or segment"));
+                    }
+                    if len.div_ceil(seg_size) > MAX_SEGMENTS {
+                        return Err(FrameError::Malformed("too many segments"));
+                    }
+                    Body::Info {
+                        dsts,
+                        poll,
+                        kind,
+                        msg,
+                        key,
+                        len,
+                        seg_size,
+                    }
+                }
+                (false, false) => {
+                    let seg = r.var_u32()?;
+                    if seg >= MAX_SEGMENTS {
+                        return Err(FrameError::Malformed("segment number"));
+                    }
+                    Body::Segment {
+                        dsts,
+                        poll,
+                        kind,
+                        msg,
+                        seg,
+                        payload: r.rest_nonempty()?,
+                    }
+                }
+            }
+        }
+        T_ACK => {
+            let n = usize::from(flags & 0x1f);
+            if n == 0 {
+                return Err(FrameError::Malformed("ack without entries"));
+            }
+            let dst = r.arr()?;
+            let mut entries = Vec::with_capacity(n.min(r.left()));
+            for _ in 0..n {
+                let msg = r.u8()?;
+                let state = r.varint()?;
+                let cum = u32::try_from(state >> 1)
+                    .ok()
+                    .filter(|c| *c <= MAX_SEGMENTS)
+                    .ok_or(FrameError::Malformed("ack count"))?;
+                let bitmap = if state & 1 == 1 {
+                    let blen = usize::from(r.u8()?);
+                    if blen == 0 || blen > MAX_BITMAP {
+                        return Err(FrameError::Malformed("ack bitmap length"));
+                    }
+                    r.take(blen)?.to_vec()
+                } else {
+                    Vec::new()
+                };
+                entries.push(AckEntry { msg, cum, bitmap });
+            }
+            let then = if flags & 0x20 != 0 {
+                let b0 = r.u8()?;
+                Some(Box::new(decode_rest(r, b0, false)?))
+            } else {
+                None
+            };
+            Body::Ack { dst, entries, then }
+        }
+        _ => {
+            if flags & 0x0f != 0 {
+                return Err(FrameError::Malformed("poll flags"));
+            }
+            Body::Poll {
+                dsts: r.dsts(flags)?,
+            }
+        }
+    };
+    Ok(body)
+}
+
+/// Encodes `body`; `src` follows the first byte unless the body rides in an ACK.
+fn encode_body(body: &Body, src: Option<Short>, out: &mut Vec<u8>) {
+    let dsts_flags = |d: &[Short]| (d.len().clamp(1, MAX_DSTS) as u8 - 1) << 4;
+    let kind_flag = |k: Kind| if k == Kind::Bundle { F_KIND } else { 0 };
+    let poll_flag = |p: bool| if p { F_POLL } else { 0 };
+    match body {
+        Body::Hello {
+            answer,
+            node_id,
+            nonce,
+            sig,
+        } => {
+            out.push(T_HELLO << 6 | u8::from(*answer));
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            out.extend_from_slice(node_id);
+            out.extend_from_slice(nonce);
+            out.extend_from_slice(sig);
+        }
+        Body::Single {
+            dsts,
+            poll,
+            kind,
+            msg,
+            payload,
+        } => {
+            out.push(
+                T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | F_SINGLE | kind_flag(*kind),
+            );
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            dsts.iter().for_each(|d| out.extend_from_slice(d));
+            out.push(*msg);
+            out.extend_from_slice(payload);
+        }
+        Body::Info {
+            dsts,
+            poll,
+            kind,
+            msg,
+            key,
+            len,
+            seg_size,
+        } => {
+            out.push(T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | F_INFO | kind_flag(*kind));
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            dsts.iter().for_each(|d| out.extend_from_slice(d));
+            out.push(*msg);
+            out.extend_from_slice(key);
+            codec::put_varint(out, u64::from(*len));
+            codec::put_varint(out, u64::from(*seg_size));
+        }
+        Body::Segment {
+            dsts,
+            poll,
+            kind,
+            msg,
+            seg,
+            payload,
+        } => {
+            out.push(T_DATA << 6 | dsts_flags(dsts) | poll_flag(*poll) | kind_flag(*kind));
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            dsts.iter().for_each(|d| out.extend_from_slice(d));
+            out.push(*msg);
+            codec::put_varint(out, u64::from(*seg));
+            out.extend_from_slice(payload);
+        }
+        Body::Ack { dst, entries, then } => {
+            let then_flag = if then.is_some() { 0x20 } else { 0 };
+            out.push(T_ACK << 6 | then_flag | (entries.len().min(MAX_ACK_ENTRIES) as u8));
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            out.extend_from_slice(dst);
+            for e in entries.iter().take(MAX_ACK_ENTRIES) {
+                out.push(e.msg);
+                let has = !e.bitmap.is_empty();
+                codec::put_varint(out, u64::from(e.cum) << 1 | u64::from(has));
+                if has {
+                    let b = &e.bitmap[..e.bitmap.len().min(MAX_BITMAP)];
+                    out.push(b.len() as u8);
+                    out.extend_from_slice(b);
+                }
+            }
+            if let Some(t) = then {
+                encode_body(t, None, out);
+            }
+        }
+        Body::Poll { dsts } => {
+            out.push(T_POLL << 6 | dsts_flags(dsts));
+            out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
+            dsts.iter().for_each(|d| out.extend_from_slice(d));
+        }
     }
 }
 
@@ -573,6 +601,7 @@ mod tests {
                 )
             )
                 .prop_map(|(dst, es)| Body::Ack {
+                    then: None,
                     dst,
                     entries: es
                         .into_iter()
@@ -580,6 +609,29 @@ mod tests {
                         .collect()
                 }),
             arb_dsts().prop_map(|dsts| Body::Poll { dsts }),
+            (
+                any::<[u8; 2]>(),
+                any::<u8>(),
+                0u32..1000,
+                arb_dsts(),
+                any::<u8>(),
+                proptest::collection::vec(any::<u8>(), 1..100)
+            )
+                .prop_map(|(dst, msg, cum, dsts, m2, payload)| Body::Ack {
+                    dst,
+                    entries: vec![AckEntry {
+                        msg,
+                        cum,
+                        bitmap: vec![]
+                    }],
+                    then: Some(Box::new(Body::Single {
+                        dsts,
+                        poll: true,
+                        kind: Kind::Frame,
+                        msg: m2,
+                        payload
+                    })),
+                }),
         ]
     }
 

@@ -101,6 +101,10 @@ pub struct Config {
     pub max_reassembly_bytes: usize,
     /// Partly received messages (and senders' memory of them) expire after this.
     pub partial_ttl_us: u64,
+    /// Most neighbours one transmission addresses (1..=3): frames keep room for
+    /// this many destinations, so a bundle queued for one neighbour can take a
+    /// second on the same transmission. 1 on a cable, 2 on a radio.
+    pub max_dsts: usize,
 }
 
 impl Config {
@@ -123,6 +127,7 @@ impl Config {
             max_message_bytes: 4 << 20,
             max_reassembly_bytes: 16 << 20,
             partial_ttl_us: 3_600_000_000,
+            max_dsts: 1,
         }
     }
 
@@ -144,17 +149,31 @@ impl Config {
             max_message_bytes: 256 << 10,
             max_reassembly_bytes: 2 << 20,
             partial_ttl_us: 6 * 3_600_000_000,
+            max_dsts: 2,
         }
     }
 
-    /// Bytes of a message one segment carries.
-    pub fn seg_size(&self) -> usize {
+    fn dsts(&self) -> usize {
+        self.max_dsts.clamp(1, MAX_DSTS)
+    }
+
+    /// Bytes each segment of a `len`-byte message carries: every frame filled to
+    /// the MTU, given the room kept for destinations and the segment number's varint.
+    pub fn seg_size_for(&self, len: usize) -> usize {
+        let fixed = 1 + 2 + 2 * self.dsts() + 1 + MIC_LEN;
+        for varint in 1..=3u32 {
+            let s = self.mtu.saturating_sub(fixed + varint as usize).max(1);
+            if (len.div_ceil(s) as u64) <= 1u64 << (7 * varint) {
+                return s;
+            }
+        }
         self.mtu.saturating_sub(MAX_SEGMENT_OVERHEAD).max(1)
     }
 
     /// The largest message sent as a single frame.
     pub fn single_max(&self) -> usize {
-        self.mtu.saturating_sub(1 + 2 + 2 * MAX_DSTS + 1 + MIC_LEN)
+        self.mtu
+            .saturating_sub(1 + 2 + 2 * self.dsts() + 1 + MIC_LEN)
     }
 }
 
@@ -272,6 +291,8 @@ pub struct Stats {
     pub partials_expired: u64,
     /// Polls that timed out.
     pub timeouts: u64,
+    /// Data frames that rode in an ACK.
+    pub piggybacked: u64,
 }
 
 #[derive(Debug)]
@@ -359,6 +380,18 @@ impl OutMsg {
         }
         None
     }
+}
+
+/// A data frame chosen and marked sent, not yet emitted.
+#[derive(Debug)]
+struct DataPlan {
+    idx: usize,
+    work: Work,
+    dsts: Vec<Short>,
+    body: Body,
+    touched: BTreeSet<Short>,
+    poll_here: bool,
+    last: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +508,7 @@ pub struct Session<M: Medium> {
     memory: BTreeMap<(Short, [u8; KEY_LEN]), (Vec<bool>, u64)>,
     acks_due: BTreeMap<Short, u64>,
     next_hello: u64,
+    hello_wanted: Option<u64>,
     last_hello: Option<u64>,
     hello_answer: bool,
     srtt: Option<(u64, u64)>,
@@ -549,7 +583,8 @@ impl<M: Medium> Session<M> {
             partial_bytes: 0,
             memory: BTreeMap::new(),
             acks_due: BTreeMap::new(),
-            next_hello: now + u64::from(nonce[0]) % 16 * (cfg.hello_min_gap_us / 64),
+            next_hello: now + cfg.hello_interval_us,
+            hello_wanted: Some(now + u64::from(nonce[0]) % 16 * (cfg.hello_min_gap_us / 64)),
             last_hello: None,
             hello_answer: true,
             srtt: None,
@@ -608,7 +643,8 @@ impl<M: Medium> Session<M> {
             return Err(SendError::Empty);
         }
         if bytes.len() > self.cfg.max_message_bytes
-            || bytes.len().div_ceil(self.cfg.seg_size()) as u64 > u64::from(MAX_SEGMENTS)
+            || bytes.len().div_ceil(self.cfg.seg_size_for(bytes.len())) as u64
+                > u64::from(MAX_SEGMENTS)
         {
             return Err(SendError::TooLarge);
         }
@@ -622,7 +658,7 @@ impl<M: Medium> Session<M> {
             if let Some(m) = self.out.iter_mut().find(|m| {
                 m.kind == Kind::Bundle
                     && m.key == key
-                    && m.dsts.len() < MAX_DSTS
+                    && m.dsts.len() < self.cfg.max_dsts.clamp(1, MAX_DSTS)
                     && m.dsts.iter().all(|d| d.short != short)
             }) {
                 let acked = self
@@ -658,7 +694,7 @@ impl<M: Medium> Session<M> {
         let seg_size = if single {
             bytes.len()
         } else {
-            self.cfg.seg_size()
+            self.cfg.seg_size_for(bytes.len())
         };
         let nseg = if single {
             1
@@ -722,7 +758,10 @@ impl<M: Medium> Session<M> {
     /// When [`Session::handle_timeout`] wants to run (or the next frame may go).
     pub fn poll_timeout(&self) -> Option<u64> {
         let tx_ready = self.busy_until.max(self.blocked_until);
-        let mut t = self.next_hello.max(tx_ready);
+        let hello = self
+            .hello_wanted
+            .map_or(self.next_hello, |w| w.min(self.next_hello));
+        let mut t = hello.max(tx_ready);
         if let Some(a) = self.acks_due.values().min() {
             t = t.min((*a).max(tx_ready));
         }
@@ -899,7 +938,11 @@ impl<M: Medium> Session<M> {
                 return;
             }
         }
-        match frame.body {
+        self.handle_body(now, src, frame.body);
+    }
+
+    fn handle_body(&mut self, now: u64, src: Short, body: Body) {
+        match body {
             Body::Hello { .. } => {}
             Body::Single {
                 dsts,
@@ -972,9 +1015,12 @@ impl<M: Medium> Session<M> {
                     self.schedule_ack(now, src, pos);
                 }
             }
-            Body::Ack { dst, entries } => {
+            Body::Ack { dst, entries, then } => {
                 if dst == self.me {
                     self.handle_ack(now, src, entries);
+                }
+                if let Some(t) = then {
+                    self.handle_body(now, src, *t);
                 }
             }
         }
@@ -1063,7 +1109,8 @@ impl<M: Medium> Session<M> {
             .map_or(now, |t| (t + self.cfg.hello_min_gap_us).max(now));
         // Spread the answers of several neighbours.
         let jitter = self.jitter(self.cfg.hello_min_gap_us / 4);
-        self.next_hello = self.next_hello.min(earliest + jitter);
+        let at = earliest + jitter;
+        self.hello_wanted = Some(self.hello_wanted.map_or(at, |w| w.min(at)));
         self.hello_answer |= answer;
     }
 
@@ -1266,7 +1313,11 @@ impl<M: Medium> Session<M> {
         }
         Some(Frame {
             src: self.me,
-            body: Body::Ack { dst: src, entries },
+            body: Body::Ack {
+                dst: src,
+                entries,
+                then: None,
+            },
         })
     }
 
@@ -1397,16 +1448,42 @@ impl<M: Medium> Session<M> {
         }
         // 1. ACKs that are due.
         if let Some((&src, _)) = self.acks_due.iter().find(|(_, due)| **due <= now) {
-            let frame = self.build_ack(src)?;
-            if let Some(bytes) = self.emit(now, &frame) {
-                self.acks_due.remove(&src);
-                self.stats.acks_sent += 1;
-                return Some(bytes);
+            let mut frame = self.build_ack(src)?;
+            // An answer waiting for the same neighbour rides along (a Want after an
+            // Offer, a custody Ack after a bundle): one packet instead of two.
+            let mut plan = None;
+            if self.awaiting.is_none() && !self.poll_owed && self.touched.iter().all(|t| *t == src)
+            {
+                if let Some(p) = self.plan_data() {
+                    let mut joined = frame.clone();
+                    if let Body::Ack { then, .. } = &mut joined.body {
+                        *then = Some(Box::new(p.body.clone()));
+                    }
+                    if p.dsts == [src] && joined.encoded_len() <= self.cfg.mtu {
+                        frame = joined;
+                        plan = Some(p);
+                    } else {
+                        self.unmark_sent(p.idx, p.work, &p.dsts);
+                    }
+                }
+                self.poll_owed = false;
             }
-            return None;
+            let Some(bytes) = self.emit(now, &frame) else {
+                if let Some(p) = plan {
+                    self.unmark_sent(p.idx, p.work, &p.dsts);
+                }
+                return None;
+            };
+            self.acks_due.remove(&src);
+            self.stats.acks_sent += 1;
+            if let Some(p) = plan {
+                self.stats.piggybacked += 1;
+                self.finish_data(p);
+            }
+            return Some(bytes);
         }
         // 2. Hello.
-        if now >= self.next_hello {
+        if now >= self.next_hello || self.hello_wanted.is_some_and(|w| now >= w) {
             let frame = Frame {
                 src: self.me,
                 body: Body::Hello {
@@ -1419,6 +1496,7 @@ impl<M: Medium> Session<M> {
             let bytes = self.emit(now, &frame)?;
             self.hello_answer = false;
             self.last_hello = Some(now);
+            self.hello_wanted = None;
             self.next_hello =
                 now + self.cfg.hello_interval_us - self.jitter(self.cfg.hello_interval_us / 8);
             self.stats.hellos_sent += 1;
@@ -1461,14 +1539,43 @@ impl<M: Medium> Session<M> {
                 return Some(bytes);
             }
         }
-        // 4. Data, by class, round-robin within a class.
+        // 4. Data, by class, round-robin within a class. Data for a neighbour we
+        // owe an ACK waits for it, to ride in the same packet.
+        if let Some((_, _, dsts)) = self.pick() {
+            if dsts.len() == 1 && self.acks_due.contains_key(&dsts[0]) {
+                return None;
+            }
+        }
+        let owed = self.poll_owed;
+        let Some(plan) = self.plan_data() else {
+            // A burst that would reach too many neighbours ends with its poll first.
+            return if !owed && self.poll_owed {
+                self.poll_transmit(now)
+            } else {
+                None
+            };
+        };
+        let frame = Frame {
+            src: self.me,
+            body: plan.body.clone(),
+        };
+        let Some(bytes) = self.emit(now, &frame) else {
+            self.unmark_sent(plan.idx, plan.work, &plan.dsts);
+            return None;
+        };
+        self.finish_data(plan);
+        Some(bytes)
+    }
+
+    /// Chooses the next data frame, marks it sent and decides whether it polls.
+    fn plan_data(&mut self) -> Option<DataPlan> {
         let (idx, work, dsts) = self.pick()?;
         let mut touched = self.touched.clone();
         touched.extend(dsts.iter().copied());
         if touched.len() > MAX_DSTS {
             // A burst polls at most MAX_DSTS neighbours: end this one first.
             self.poll_owed = true;
-            return self.poll_transmit(now);
+            return None;
         }
         let m = &self.out[idx];
         let mut body = match work {
@@ -1481,16 +1588,13 @@ impl<M: Medium> Session<M> {
                 len: m.bytes.len() as u32,
                 seg_size: m.seg_size as u32,
             },
-            Work::Segment(s) if m.single => {
-                let _ = s;
-                Body::Single {
-                    dsts: dsts.clone(),
-                    poll: false,
-                    kind: m.kind,
-                    msg: m.msg,
-                    payload: m.bytes.clone(),
-                }
-            }
+            Work::Segment(_) if m.single => Body::Single {
+                dsts: dsts.clone(),
+                poll: false,
+                kind: m.kind,
+                msg: m.msg,
+                payload: m.bytes.clone(),
+            },
             Work::Segment(s) => Body::Segment {
                 dsts: dsts.clone(),
                 poll: false,
@@ -1512,26 +1616,33 @@ impl<M: Medium> Session<M> {
                 _ => {}
             }
         }
-        let frame = Frame { src: self.me, body };
-        let Some(bytes) = self.emit(now, &frame) else {
-            self.unmark_sent(idx, work, &dsts);
-            return None;
-        };
-        self.last_served[self.out[idx].class as usize] = self.out[idx].seq;
-        self.touched = touched;
+        Some(DataPlan {
+            idx,
+            work,
+            dsts,
+            body,
+            touched,
+            poll_here,
+            last,
+        })
+    }
+
+    /// Burst bookkeeping once a planned data frame went out.
+    fn finish_data(&mut self, plan: DataPlan) {
+        self.last_served[self.out[plan.idx].class as usize] = self.out[plan.idx].seq;
+        self.touched = plan.touched;
         self.burst += 1;
-        if poll_here {
+        if plan.poll_here {
             let retransmitted = self.backoff > 0;
             self.awaiting = Some(Awaiting {
-                deadline: self.busy_until + self.rto_jittered(dsts.len()),
+                deadline: self.busy_until + self.rto_jittered(plan.dsts.len()),
                 dsts: self.touched.clone(),
                 polled_at: self.busy_until,
                 retransmitted,
             });
-        } else if last {
+        } else if plan.last {
             self.poll_owed = true;
         }
-        Some(bytes)
     }
 
     fn pick(&self) -> Option<(usize, Work, Vec<Short>)> {
@@ -1610,11 +1721,18 @@ impl<M: Medium> Session<M> {
         }
         self.medium.spend(now, air);
         self.busy_until = now + air;
+        // Any frame tells the neighbours we are here: the periodic hello is for
+        // silent times only (answers to new neighbours still go at once).
+        self.next_hello = self.next_hello.max(now + self.cfg.hello_interval_us);
         self.stats.frames_sent += 1;
         self.stats.bytes_sent += bytes.len() as u64;
         self.stats.airtime_us += air;
-        if let Body::Single { msg, .. } | Body::Segment { msg, .. } = &frame.body {
-            let seg = match &frame.body {
+        let data = match &frame.body {
+            Body::Ack { then: Some(t), .. } => t.as_ref(),
+            b => b,
+        };
+        if let Body::Single { msg, .. } | Body::Segment { msg, .. } = data {
+            let seg = match data {
                 Body::Segment { seg, .. } => *seg as usize,
                 _ => 0,
             };

@@ -88,7 +88,7 @@ fn after_a_break_segments_already_delivered_are_not_sent_again() {
     assert!(net.meet(30 * SEC));
     let b = net.nodes[1].id;
     let m = payload(200 * 1024, 4);
-    let nseg = m.len().div_ceil(cfg.seg_size()) as u64;
+    let nseg = m.len().div_ceil(cfg.seg_size_for(m.len())) as u64;
     net.nodes[0]
         .session
         .send(&b, Kind::Bundle, Class::Normal, 1, m.clone())
@@ -214,7 +214,7 @@ fn a_bundle_two_neighbours_lack_goes_on_air_once() {
     });
     assert_eq!((got_b, got_c), (vec![m.clone()], vec![m.clone()]));
     let s = net.nodes[0].session.stats();
-    let nseg = m.len().div_ceil(radio_cfg(&r).seg_size()) as u64;
+    let nseg = m.len().div_ceil(radio_cfg(&r).seg_size_for(m.len())) as u64;
     assert_eq!(s.segments_sent, nseg, "each segment went on air once");
     assert_eq!(s.segments_resent, 0);
 }
@@ -287,7 +287,7 @@ fn garbage_other_realms_and_truncated_frames_are_counted_and_the_link_keeps_work
 #[test]
 fn a_restarted_neighbour_is_a_new_contact() {
     let (air, cfg) = cable();
-    let mut net = Net::new(2, air, cfg.clone(), 0.0, 1);
+    let mut net = Net::new(2, air.clone(), cfg.clone(), 0.0, 1);
     assert!(net.meet(30 * SEC));
     net.nodes[0].events.clear();
     // B restarts: a new session (new nonce) with the same identity.

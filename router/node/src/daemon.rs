@@ -73,6 +73,16 @@ impl Clock {
     fn instant_of(&self, m: Millis) -> Instant {
         self.0 + Duration::from_millis(m.0)
     }
+
+    /// Microseconds since start (the small-link sessions' time).
+    pub fn micros(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
+
+    /// The instant `us` microseconds after start.
+    pub fn instant_of_micros(&self, us: u64) -> Instant {
+        self.0 + Duration::from_micros(us)
+    }
 }
 
 /// What an app asks to send.
@@ -308,6 +318,8 @@ pub struct Shared {
     pub listen: SocketAddr,
     /// The node's home directory.
     pub home: PathBuf,
+    /// Serial ports (cables, radios): their state and counters, by port name.
+    pub serial: Mutex<BTreeMap<String, crate::serial::PortStatus>>,
 }
 
 /// Runs the node until SIGTERM/SIGINT.
@@ -427,6 +439,16 @@ async fn run_async(
 
     tokio::spawn(crate::drive::watch(shared.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut ports = Vec::new();
+    for section in &config.serial {
+        let plan = crate::serial::PortPlan::new(section)?;
+        tracing::info!(port = %plan.name, mode = ?section.mode, "serial port configured");
+        ports.push(tokio::spawn(crate::serial::run_port(
+            plan,
+            shared.clone(),
+            stop_rx.clone(),
+        )));
+    }
     let api = tokio::spawn(crate::api::serve(api_listener, shared.clone(), stop_rx));
     tracing::info!(
         node = %keyring.node_id().short(),
@@ -440,6 +462,9 @@ async fn run_async(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = api.await;
+    for p in ports {
+        let _ = p.await;
+    }
     drop(cmd_tx);
     let r = core.stop().await;
     quic.shutdown().await;
@@ -487,6 +512,7 @@ impl Core {
             clock,
             listen,
             home,
+            serial: Mutex::new(BTreeMap::new()),
         });
         let engine_shared = shared.clone();
         let engine_thread = std::thread::Builder::new()

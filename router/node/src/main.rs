@@ -5,6 +5,8 @@ mod api;
 mod client;
 mod daemon;
 mod drive;
+mod radio_emulator;
+mod serial;
 mod sim;
 
 use std::fs::File;
@@ -122,6 +124,12 @@ enum Cmd {
     /// Simulate many nodes running Ferry's real routing engine over a contact trace.
     #[command(subcommand)]
     Sim(SimCmd),
+    /// Serial-attached LoRa radios.
+    #[command(subcommand)]
+    Radio(RadioCmd),
+    /// An emulated LoRa channel (or serial cable) over pseudo-terminals, for tests and
+    /// demos without radios.
+    RadioEmulator(radio_emulator::EmulatorArgs),
     /// List the bundles in the running node's store.
     Bundles {
         #[command(flatten)]
@@ -132,6 +140,19 @@ enum Cmd {
         /// Most bundles to list.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RadioCmd {
+    /// Check that an RNode radio answers on a serial port (firmware, platform).
+    Check {
+        /// The serial device, e.g. /dev/ttyUSB0.
+        #[arg(long)]
+        port: PathBuf,
+        /// Line speed.
+        #[arg(long, default_value_t = 115_200)]
+        baud: u32,
     },
 }
 
@@ -426,6 +447,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             max_bytes,
             json,
         }) => drive_sync(&home.dir()?, &path, max_bytes.as_deref(), json),
+        Cmd::RadioEmulator(a) => {
+            radio_emulator::run(a)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Radio(RadioCmd::Check { port, baud }) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let text = rt.block_on(serial::check(&port, baud))?;
+            println!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Sim(SimCmd::Run {
             scenario,
             policy,

@@ -4,15 +4,17 @@
 //! Used by the session tests and the goodput benchmark.
 #![allow(dead_code)]
 
-use ferry_cl_lora::RadioSettings;
+use ferry_cl_lora::{DutyBudget, RadioSettings};
 use ferry_cl_session::{Config, Event, Medium, Session};
 use ferry_core::{Identity, NodeId, Realm};
 
-/// Airtime from LoRa settings (or a cable's byte time), no budget.
-#[derive(Debug, Clone, Copy)]
+/// Airtime from LoRa settings (or a cable's byte time), with a duty-cycle budget.
+#[derive(Debug, Clone)]
 pub enum Air {
     /// A LoRa radio.
     Lora(RadioSettings),
+    /// A LoRa radio under a duty-cycle budget.
+    LoraBudget(RadioSettings, DutyBudget),
     /// A byte stream at this many µs per byte.
     Cable(u64),
 }
@@ -20,8 +22,21 @@ pub enum Air {
 impl Medium for Air {
     fn airtime_us(&self, len: usize) -> u64 {
         match self {
-            Air::Lora(r) => r.airtime_us(len),
+            Air::Lora(r) | Air::LoraBudget(r, _) => r.airtime_us(len),
             Air::Cable(per_byte) => per_byte * (len as u64 + 3),
+        }
+    }
+
+    fn ready_at(&self, now_us: u64, airtime_us: u64) -> u64 {
+        match self {
+            Air::LoraBudget(_, b) => b.ready_at(now_us, airtime_us),
+            _ => now_us,
+        }
+    }
+
+    fn spend(&mut self, now_us: u64, airtime_us: u64) {
+        if let Air::LoraBudget(_, b) = self {
+            b.spend(now_us, airtime_us).expect("spent only when ready");
         }
     }
 }
@@ -74,7 +89,14 @@ impl Net {
             .map(|i| {
                 let ident = Identity::from_seed([i as u8 + 1; 32]);
                 Node {
-                    session: Session::new(&ident, &realm, [i as u8; 4], cfg.clone(), air, 0),
+                    session: Session::new(
+                        &ident,
+                        &realm,
+                        [i as u8; 4],
+                        cfg.clone(),
+                        air.clone(),
+                        0,
+                    ),
                     id: ident.node_id(),
                     events: Vec::new(),
                     queue: Default::default(),
