@@ -31,6 +31,7 @@
 #![allow(clippy::disallowed_methods)] // a test harness must read the clock for time limits
 
 pub mod nodes;
+pub mod radio;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;

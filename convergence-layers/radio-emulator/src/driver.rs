@@ -176,6 +176,8 @@ pub(crate) struct Wire {
     pub(crate) loss: f64,
     rngs: [SplitMix64; 2],
     pub(crate) accounts: [Account; 2],
+    /// Bytes to put on the line towards node 0 / node 1 (line noise, test frames).
+    pub(crate) inject: [Vec<Vec<u8>>; 2],
 }
 
 impl Wire {
@@ -188,6 +190,7 @@ impl Wire {
                 SplitMix64::new(seed.wrapping_add(2)),
             ],
             accounts: [Account::default(), Account::default()],
+            inject: [Vec::new(), Vec::new()],
         }
     }
 }
@@ -255,6 +258,12 @@ fn wire_loop(
     let mut buf = vec![0u8; chunk];
     let mut line_free = 0u64;
     while !stop.load(Ordering::Relaxed) {
+        let injected = std::mem::take(&mut lock(wire).inject[other]);
+        for bytes in injected {
+            if pty::write_all(to, &bytes, stop) {
+                lock(wire).accounts[other].received(bytes.len());
+            }
+        }
         let n = match pty::read_some(from, &mut buf) {
             Ok(0) => continue,
             Ok(n) => n,

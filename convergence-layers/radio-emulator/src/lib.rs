@@ -367,6 +367,31 @@ impl Emulator {
     }
 
     /// The loss probability from now on.
+    /// Puts `bytes` on the cable towards `node`, as if the other end had written
+    /// them (line noise, malformed frames). Wire mode only; at most 64 KiB waiting.
+    pub fn inject(&self, node: &str, bytes: Vec<u8>) -> Result<(), EmulatorError> {
+        let i = self
+            .index(node)
+            .ok_or_else(|| EmulatorError::UnknownNode(node.into()))?;
+        match &self.backend {
+            Backend::Wire(w) => {
+                let mut w = driver::lock(w);
+                let waiting: usize = w.inject[i].iter().map(Vec::len).sum();
+                if waiting + bytes.len() > 64 * 1024 {
+                    return Err(EmulatorError::Config(
+                        "too many injected bytes waiting".into(),
+                    ));
+                }
+                w.inject[i].push(bytes);
+                Ok(())
+            }
+            Backend::Radio(_) => Err(EmulatorError::Config(
+                "inject is for wire mode (a radio channel carries only KISS frames)".into(),
+            )),
+        }
+    }
+
+    /// Sets the loss probability.
     pub fn set_loss(&self, p: f64) -> Result<(), EmulatorError> {
         if !(0.0..=1.0).contains(&p) {
             return Err(EmulatorError::Config(format!(

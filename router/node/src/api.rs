@@ -10,6 +10,7 @@
 //! | `GET /v1/bundles?limit=N` | stored bundles, highest priority first |
 //! | `GET /v1/events` | server-sent events: `delivery`, `delivered` |
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -283,6 +284,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
         .map(|d| d.counts())
         .unwrap_or_default();
     let links = shared.links.lock().map(|l| l.len()).unwrap_or(0);
+    let serial = shared.serial.lock().map(|m| m.clone()).unwrap_or_default();
     Ok(Json(json!({
         "node_id": shared.keyring.node_id().to_string(),
         "realms": shared.keyring.realms().iter().map(|r| r.name()).collect::<Vec<_>>(),
@@ -301,6 +303,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
         "deliveries_waiting": queued,
         "delivered": delivered,
         "rejected_on_arrival": shared.rejected.load(std::sync::atomic::Ordering::Relaxed),
+        "serial": serial,
         "engine": {
             "bundles_sent": e.bundles_sent,
             "bundle_bytes_sent": e.bundle_bytes_sent,
@@ -323,7 +326,16 @@ async fn peers(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
                 .collect()
         })
         .unwrap_or_default();
-    Json(json!({ "links": links, "configured": shared.config.peers }))
+    let serial: BTreeMap<String, Vec<String>> = shared
+        .serial
+        .lock()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.neighbors.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({ "links": links, "configured": shared.config.peers, "serial": serial }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,7 @@
 //! ```text
 //! cut A B       A and B stop hearing each other (wire mode: unplug the cable)
 //! restore A B   they hear each other again (wire mode: plug it back)
+//! inject A HEX  wire mode: put these bytes on the line towards A (noise, bad frames)
 //! loss P        loss probability from now on
 //! stats         print the counters as one JSON line
 //! quit          stop
@@ -189,9 +190,17 @@ fn command(emu: &Emulator, line: &str) -> Result<Flow> {
             let p: f64 = p.parse().with_context(|| format!("loss `{p}`"))?;
             emu.set_loss(p)?;
         }
+        ["inject", node, hex] => {
+            let bytes = data_encoding::HEXLOWER_PERMISSIVE
+                .decode(hex.as_bytes())
+                .with_context(|| format!("inject: `{hex}` is not hex"))?;
+            emu.inject(node, bytes)?;
+        }
         ["stats"] => say(&serde_json::to_string(&emu.stats())?),
         ["quit"] | ["exit"] => return Ok(Flow::Quit),
-        _ => bail!("unknown command `{line}` (cut A B, restore A B, loss P, stats, quit)"),
+        _ => bail!(
+            "unknown command `{line}` (cut A B, restore A B, loss P, inject A HEX, stats, quit)"
+        ),
     }
     Ok(Flow::Go)
 }

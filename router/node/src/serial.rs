@@ -56,6 +56,9 @@ pub struct PortStatus {
     pub kiss_errors: u64,
     /// Bytes of line noise outside KISS frames.
     pub noise_bytes: u64,
+    /// KISS frames with a command this port does not expect (noise between frames
+    /// on a cable reads as one).
+    pub unexpected_commands: u64,
     /// Duty cycle kept (radios in a regulated region).
     pub duty_cycle: Option<f64>,
     /// Airtime budget available now, ms (radios with a duty cycle).
@@ -327,6 +330,7 @@ async fn run_once(
     let mut buf = vec![0u8; 4096];
     let mut wire = Vec::with_capacity(600);
     let mut last_status = 0u64;
+    let mut unexpected = 0u64;
     let result: Result<()> = loop {
         let now = clock.micros();
         // Transmit what the session wants now.
@@ -359,6 +363,7 @@ async fn run_once(
                 s.session = Some(stats);
                 s.kiss_errors = ks.oversized + ks.bad_escapes;
                 s.noise_bytes = ks.noise_bytes;
+                s.unexpected_commands = unexpected;
                 s.neighbors = neighbors;
                 s.budget_ms = budget;
             });
@@ -379,7 +384,11 @@ async fn run_once(
                 for f in decoder.feed(&buf[..n]) {
                     match f {
                         Ok(f) if f.command & 0x0f == kiss::CMD_DATA => session.handle_frame(now, &f.data),
-                        Ok(f) => radio_reply(shared, plan, f.command, &f.data),
+                        Ok(f) => {
+                            if !radio_reply(shared, plan, f.command, &f.data) {
+                                unexpected += 1;
+                            }
+                        }
                         Err(e) => tracing::debug!(port = %plan.name, error = %e, "KISS frame refused"),
                     }
                 }
@@ -519,10 +528,11 @@ async fn handle_event(
     shared.cmds.send(cmd).await
 }
 
-/// A non-data KISS frame from a radio: RNode status and errors.
-fn radio_reply(shared: &Shared, plan: &PortPlan, command: u8, data: &[u8]) {
+/// A non-data KISS frame from a radio: RNode status and errors. `false` if the port
+/// expects no such frame.
+fn radio_reply(shared: &Shared, plan: &PortPlan, command: u8, data: &[u8]) -> bool {
     if plan.section.mode != SerialMode::Rnode {
-        return;
+        return false;
     }
     match rnode::parse_reply(command, data) {
         Ok(rnode::Reply::Rssi(r)) => set_status(shared, &plan.name, |s| s.rssi_dbm = Some(r)),
@@ -532,8 +542,10 @@ fn radio_reply(shared: &Shared, plan: &PortPlan, command: u8, data: &[u8]) {
         Ok(rnode::Reply::Error(code)) => {
             tracing::warn!(port = %plan.name, code, "RNode reports an error")
         }
-        _ => {}
+        Ok(_) => {}
+        Err(_) => return false,
     }
+    true
 }
 
 /// Detects an RNode and sets its radio; returns its firmware version.

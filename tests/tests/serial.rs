@@ -1,0 +1,268 @@
+//! Serial cables and LoRa radios between real `ferry run` processes, through
+//! `ferry radio-emulator` (pseudo-terminals with a paced cable, or a shared radio
+//! channel with real airtime, loss, reach and collisions).
+
+use std::time::Duration;
+
+use ferry_tests::nodes::{payload, realm_of, TestNode, SETTLE};
+use ferry_tests::radio::{add_serial, port_status, Emulator};
+use ferry_tests::wait_until;
+
+fn two_nodes(dir: &std::path::Path) -> (TestNode, TestNode) {
+    let a = TestNode::init(dir, "a", None, "epidemic");
+    let b = TestNode::init(dir, "b", Some(&realm_of(&a)), "epidemic");
+    (a, b)
+}
+
+fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
+    let mut v = v;
+    for p in path {
+        v = &v[*p];
+    }
+    v.as_u64().unwrap_or(0)
+}
+
+#[test]
+fn a_serial_cable_carries_50_bytes_10_kib_and_1_mib_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(
+        &dir.path().join("pty"),
+        &["--nodes", "a,b", "--mode", "wire", "--baud", "921600"],
+    );
+    let (a, b) = two_nodes(dir.path());
+    add_serial(&a, &emu.path("a"), "cable", "baud = 921600");
+    add_serial(&b, &emu.path("b"), "cable", "baud = 921600");
+    let (da, db) = (a.start(), b.start());
+    assert!(
+        wait_until(SETTLE, || a.links() == 1 && b.links() == 1),
+        "no contact over the cable:\n{}",
+        da.log_text()
+    );
+    let msgs = [payload(50, 1), payload(10 * 1024, 2), payload(1 << 20, 3)];
+    let ids: Vec<String> = msgs.iter().map(|m| a.send(&b.node.id, &[], m)).collect();
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            got.extend(b.recv(1, &out));
+            got.len() >= 3
+        }),
+        "received {} of 3:\n{}",
+        got.len(),
+        db.log_text()
+    );
+    for (id, m) in ids.iter().zip(&msgs) {
+        let (_, p) = got
+            .iter()
+            .find(|(g, _)| g == id)
+            .expect("each bundle delivered");
+        assert!(p == m, "payload of {id} differs");
+    }
+    assert_eq!(got.len(), 3, "each exactly once");
+    // A learns of the deliveries through B's receipts, over the same cable.
+    assert!(wait_until(SETTLE, || ids
+        .iter()
+        .all(|i| a.delivered().contains(i))));
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn a_cable_broken_mid_transfer_resumes_without_resending_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut emu = Emulator::start(
+        &dir.path().join("pty"),
+        &["--nodes", "a,b", "--mode", "wire", "--baud", "115200"],
+    );
+    let (a, b) = two_nodes(dir.path());
+    add_serial(&a, &emu.path("a"), "cable", "hello_secs = 1");
+    add_serial(&b, &emu.path("b"), "cable", "hello_secs = 1");
+    let (da, db) = (a.start(), b.start());
+    assert!(wait_until(SETTLE, || a.links() == 1 && b.links() == 1));
+    let size = 120 * 1024;
+    let id = a.send(&b.node.id, &[], &payload(size, 7));
+    // Segments of 243 bytes (a 255-byte frame, two-byte segment numbers).
+    let nseg = (size as u64 + 400).div_ceil(243);
+    assert!(wait_until(SETTLE, || num(
+        &port_status(&a),
+        &["session", "segments_sent"]
+    ) >= nseg * 2 / 5));
+    emu.command("cut a b");
+    // The contact ends on both sides (unanswered polls, silence).
+    assert!(
+        wait_until(SETTLE, || a.links() == 0),
+        "A still sees B:\n{}",
+        da.log_text()
+    );
+    let before = port_status(&a);
+    let sent_before =
+        num(&before, &["session", "segments_sent"]) + num(&before, &["session", "segments_resent"]);
+    emu.command("restore a b");
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            got.extend(b.recv(1, &out));
+            !got.is_empty()
+        }),
+        "not delivered after the cable came back:\n{}",
+        db.log_text()
+    );
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == payload(size, 7));
+    let after = port_status(&a);
+    let sent_after =
+        num(&after, &["session", "segments_sent"]) + num(&after, &["session", "segments_resent"]);
+    let acked_before = sent_before.saturating_sub(32); // at most a window in flight at the cut
+    let second = sent_after - sent_before;
+    assert!(
+        second <= nseg - acked_before.min(nseg) + 32,
+        "after the break {second} segments went again; {sent_before} had been sent of {nseg}"
+    );
+    assert!(
+        num(&port_status(&b), &["session", "resumed"]) >= 1,
+        "B resumed its partial bundle"
+    );
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn garbage_truncated_and_oversized_frames_on_the_line_are_counted_and_the_link_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut emu = Emulator::start(
+        &dir.path().join("pty"),
+        &["--nodes", "a,b", "--mode", "wire", "--baud", "921600"],
+    );
+    let (a, b) = two_nodes(dir.path());
+    add_serial(&a, &emu.path("a"), "cable", "baud = 921600");
+    add_serial(&b, &emu.path("b"), "cable", "baud = 921600");
+    let (da, db) = (a.start(), b.start());
+    assert!(wait_until(SETTLE, || a.links() == 1 && b.links() == 1));
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    // Line noise.
+    emu.command(&format!("inject b {}", hex(&[0x55; 40])));
+    // A frame of random bytes (fails the frame check), a truncated one, a tiny one.
+    emu.command(&format!(
+        "inject b c000{}c0",
+        hex(&payload(120, 9).iter().map(|x| x & 0x7f).collect::<Vec<_>>())
+    ));
+    emu.command("inject b c0004001c0");
+    emu.command("inject b c00002c0");
+    // An oversized frame (longer than any the decoder keeps).
+    emu.command(&format!("inject b c000{}c0", hex(&vec![0x11; 2000])));
+    // A bad escape.
+    emu.command("inject b c000dbffc0");
+    assert!(
+        wait_until(SETTLE, || {
+            let s = port_status(&b);
+            // The noise between two frames reads as a frame with an odd command byte.
+            num(&s, &["kiss_errors"]) >= 2
+                && num(&s, &["unexpected_commands"]) >= 1
+                && num(&s, &["session", "bad_check"]) + num(&s, &["session", "malformed"]) >= 3
+        }),
+        "counters: {}",
+        port_status(&b)
+    );
+    // The contact survived and still carries bundles.
+    assert_eq!(b.links(), 1);
+    let id = a.send(&b.node.id, &[], &payload(3000, 4));
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    assert!(wait_until(SETTLE, || {
+        got.extend(b.recv(1, &out));
+        !got.is_empty()
+    }));
+    assert_eq!(got[0].0, id);
+    da.stop();
+    db.stop();
+}
+
+#[test]
+fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    // A fast LoRa setting keeps the test short; the session and budget work the same.
+    let radio = "[serial.radio]\nfrequency = 868100000\nbandwidth = 500000\nspreading_factor = 7\ncoding_rate = 5\ntx_power = 14\nregion = \"eu868\"\n";
+    let mut emu = Emulator::start(
+        &dir.path().join("pty"),
+        &[
+            "--nodes",
+            "a,b,c",
+            "--mode",
+            "rnode",
+            "--reach",
+            "a-b,b-c",
+            "--loss",
+            "0.2",
+            "--frequency",
+            "868100000",
+            "--bandwidth",
+            "500000",
+            "--sf",
+            "7",
+            "--seed",
+            "5",
+        ],
+    );
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let b = TestNode::init(dir.path(), "b", Some(&realm_of(&a)), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&realm_of(&a)), "epidemic");
+    for (n, p) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        add_serial(
+            n,
+            &emu.path(p),
+            "rnode",
+            &format!("hello_secs = 30\n{radio}"),
+        );
+    }
+    let (da, db, dc) = (a.start(), b.start(), c.start());
+    assert!(
+        wait_until(Duration::from_secs(60), || a.links() == 1
+            && b.links() == 2
+            && c.links() == 1),
+        "links a={} b={} c={}\n{}",
+        a.links(),
+        b.links(),
+        c.links(),
+        db.log_text()
+    );
+    assert!(
+        port_status(&a)["firmware"].is_string(),
+        "RNode detected: {}",
+        port_status(&a)
+    );
+    let id = a.send(&c.node.id, &[], &payload(2000, 3));
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(120), || {
+            got.extend(c.recv(1, &out));
+            !got.is_empty()
+        }),
+        "A -> C not delivered:\n{}\n{}",
+        db.log_text(),
+        serde_json::to_string(&emu.stats()).unwrap()
+    );
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == payload(2000, 3));
+    let stats = emu.stop();
+    // EU868 868.1 MHz: 1%, 36 s of airtime in any hour.
+    for (name, s) in stats["nodes"].as_object().unwrap() {
+        let hour = s["max_airtime_in_any_hour_ms"].as_f64().unwrap_or(f64::MAX);
+        assert!(
+            hour <= 36_000.0,
+            "{name} used {hour} ms of airtime in an hour"
+        );
+        assert!(
+            s["tx_frames"].as_u64().unwrap_or(0) > 0,
+            "{name} transmitted"
+        );
+    }
+    assert!(
+        stats["nodes"]["b"]["lost"].as_u64().unwrap_or(0) > 0,
+        "the channel lost frames: {stats}"
+    );
+    da.stop();
+    db.stop();
+    dc.stop();
+}
