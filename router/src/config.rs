@@ -688,6 +688,51 @@ mod tests {
     }
 
     #[test]
+    fn the_hardware_profiles_are_valid_configs() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../hardware/profiles");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("hardware/profiles") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).expect("read profile");
+                let cfg =
+                    Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(
+                    !cfg.serial.is_empty(),
+                    "{} has a [[serial]] port",
+                    path.display()
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "three profiles");
+    }
+
+    #[test]
+    fn serial_sections_are_checked() {
+        let base = "[node]\nrealms = [\"valley\"]\n";
+        let parse = |extra: &str| Config::parse(&format!("{base}{extra}"));
+        let ok = parse("[[serial]]\nport = \"/dev/ttyUSB0\"\nmode = \"cable\"\n").unwrap();
+        assert_eq!(ok.serial[0].baud, 115_200);
+        assert_eq!(ok.serial[0].mode, SerialMode::Cable);
+        let radio = "[[serial]]\nport = \"/dev/ttyUSB0\"\nmode = \"rnode\"\n[serial.radio]\nspreading_factor = 7\n";
+        let r = parse(radio).unwrap();
+        assert_eq!(r.serial[0].radio.as_ref().unwrap().spreading_factor, 7);
+        assert_eq!(r.serial[0].radio.as_ref().unwrap().frequency, 869_525_000);
+        for (bad, why) in [
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"rnode\"\n", "need a [serial.radio]"),
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"cable\"\n[serial.radio]\n", "not cable"),
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"cable\"\nbaud = 0\n", "baud"),
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"kiss\"\n[serial.radio]\nregion = \"mars\"\n", "region"),
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"cable\"\nrealm = \"other\"\n", "not one of node.realms"),
+            ("[[serial]]\nport = \"/dev/x\"\nmode = \"modem\"\n", "modem"),
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn peer_addresses() {
         let id = ferry_core::Identity::from_seed([1; 32]).node_id();
         let p: PeerAddr = format!("{id}@pi.local:4556").parse().unwrap();

@@ -199,7 +199,7 @@ pub fn mic(key: &[u8; 32], bytes: &[u8]) -> [u8; MIC_LEN] {
 impl Frame {
     /// Encodes the frame and appends its check.
     pub fn encode(&self, key: &[u8; 32]) -> Vec<u8> {
-        let mut out = self.encode_unchecked();
+        let mut out = self.encode_body();
         let m = mic(key, &out);
         out.extend_from_slice(&m);
         out
@@ -207,10 +207,11 @@ impl Frame {
 
     /// Encoded length, check included.
     pub fn encoded_len(&self) -> usize {
-        self.encode_unchecked().len() + MIC_LEN
+        self.encode_body().len() + MIC_LEN
     }
 
-    fn encode_unchecked(&self) -> Vec<u8> {
+    /// The frame's bytes without the check (what [`Frame::decode_body`] reads).
+    pub fn encode_body(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
         encode_body(&self.body, Some(self.src), &mut out);
         out

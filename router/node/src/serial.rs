@@ -655,3 +655,76 @@ pub async fn check(port: &std::path::Path, baud: u32) -> Result<String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_router::config::Config;
+
+    #[test]
+    fn every_hardware_profile_resolves_to_a_port_plan() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hardware/profiles");
+        for entry in std::fs::read_dir(&dir).expect("profiles") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let cfg = Config::parse(&text).expect("valid config");
+            for s in &cfg.serial {
+                let plan = PortPlan::new(s).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(plan.caps.mtu.unwrap_or(0) >= 128);
+            }
+        }
+    }
+
+    fn radio(mode: &str, extra: &str) -> Result<PortPlan> {
+        let text = format!(
+            "[node]\nrealms = [\"v\"]\n[[serial]]\nport = \"/dev/x\"\nmode = \"{mode}\"\n[serial.radio]\n{extra}\n"
+        );
+        PortPlan::new(&Config::parse(&text).expect("config").serial[0])
+    }
+
+    #[test]
+    fn radio_plans_follow_region_rules() {
+        // 869.525 MHz is EU868's 10% sub-band; 868.1 MHz 1%; 869.0 MHz 0.1%.
+        assert_eq!(
+            radio("kiss", "frequency = 869525000").unwrap().duty,
+            Some(0.1)
+        );
+        assert_eq!(
+            radio("kiss", "frequency = 868100000").unwrap().duty,
+            Some(0.01)
+        );
+        assert_eq!(
+            radio("kiss", "frequency = 869000000").unwrap().duty,
+            Some(0.001)
+        );
+        // Asking for more than the region allows is refused; less is kept.
+        let e = radio("kiss", "frequency = 868100000\nduty_cycle = 0.05").unwrap_err();
+        assert!(format!("{e:#}").contains("above"), "{e:#}");
+        assert_eq!(
+            radio("kiss", "frequency = 868100000\nduty_cycle = 0.005")
+                .unwrap()
+                .duty,
+            Some(0.005)
+        );
+        // Outside the band, a bad bandwidth: clear errors.
+        assert!(radio("kiss", "frequency = 915000000").is_err());
+        assert!(radio("kiss", "bandwidth = 100000").is_err());
+        // US915: no duty cycle, frames within the 400 ms dwell time.
+        let us = radio(
+            "kiss",
+            "frequency = 915000000\nregion = \"us915\"\nspreading_factor = 9",
+        )
+        .unwrap();
+        assert_eq!(us.duty, None);
+        assert!(us.session.mtu < 255);
+        assert!(radio(
+            "kiss",
+            "frequency = 915000000\nregion = \"us915\"\nspreading_factor = 12"
+        )
+        .is_err());
+        // An RNode's frames leave room for its on-air header.
+        let r = radio("rnode", "").unwrap();
+        assert_eq!(r.session.mtu, 254);
+        assert!(r.caps.broadcast && r.caps.duty_cycle == Some(0.1));
+    }
+}
