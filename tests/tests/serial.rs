@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::nodes::{payload, realm_of, TestNode, SETTLE};
+use ferry_tests::nodes::{payload, realm_of, Daemon, TestNode, SETTLE};
 use ferry_tests::radio::{add_serial, port_status, Emulator};
 use ferry_tests::wait_until;
 
@@ -12,6 +12,29 @@ fn two_nodes(dir: &std::path::Path) -> (TestNode, TestNode) {
     let a = TestNode::init(dir, "a", None, "epidemic");
     let b = TestNode::init(dir, "b", Some(&realm_of(&a)), "epidemic");
     (a, b)
+}
+
+/// Two nodes on an emulated cable at `baud`, started and in contact.
+fn cable_pair(
+    dir: &std::path::Path,
+    baud: &str,
+    extra: &str,
+) -> (Emulator, TestNode, TestNode, Daemon, Daemon) {
+    let emu = Emulator::start(
+        &dir.join("pty"),
+        &["--nodes", "a,b", "--mode", "wire", "--baud", baud],
+    );
+    let (a, b) = two_nodes(dir);
+    let extra = format!("baud = {baud}\n{extra}");
+    add_serial(&a, &emu.path("a"), "cable", &extra);
+    add_serial(&b, &emu.path("b"), "cable", &extra);
+    let (da, db) = (a.start(), b.start());
+    assert!(
+        wait_until(SETTLE, || a.links() == 1 && b.links() == 1),
+        "no contact over the cable:\n{}",
+        da.log_text()
+    );
+    (emu, a, b, da, db)
 }
 
 fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
@@ -25,19 +48,7 @@ fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
 #[test]
 fn a_serial_cable_carries_50_bytes_10_kib_and_1_mib_intact() {
     let dir = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(
-        &dir.path().join("pty"),
-        &["--nodes", "a,b", "--mode", "wire", "--baud", "921600"],
-    );
-    let (a, b) = two_nodes(dir.path());
-    add_serial(&a, &emu.path("a"), "cable", "baud = 921600");
-    add_serial(&b, &emu.path("b"), "cable", "baud = 921600");
-    let (da, db) = (a.start(), b.start());
-    assert!(
-        wait_until(SETTLE, || a.links() == 1 && b.links() == 1),
-        "no contact over the cable:\n{}",
-        da.log_text()
-    );
+    let (_emu, a, b, da, db) = cable_pair(dir.path(), "921600", "");
     let msgs = [payload(50, 1), payload(10 * 1024, 2), payload(1 << 20, 3)];
     let ids: Vec<String> = msgs.iter().map(|m| a.send(&b.node.id, &[], m)).collect();
     let out = dir.path().join("out");
@@ -70,15 +81,7 @@ fn a_serial_cable_carries_50_bytes_10_kib_and_1_mib_intact() {
 #[test]
 fn a_cable_broken_mid_transfer_resumes_without_resending_what_arrived() {
     let dir = tempfile::tempdir().unwrap();
-    let mut emu = Emulator::start(
-        &dir.path().join("pty"),
-        &["--nodes", "a,b", "--mode", "wire", "--baud", "115200"],
-    );
-    let (a, b) = two_nodes(dir.path());
-    add_serial(&a, &emu.path("a"), "cable", "hello_secs = 1");
-    add_serial(&b, &emu.path("b"), "cable", "hello_secs = 1");
-    let (da, db) = (a.start(), b.start());
-    assert!(wait_until(SETTLE, || a.links() == 1 && b.links() == 1));
+    let (mut emu, a, b, da, db) = cable_pair(dir.path(), "115200", "hello_secs = 1");
     let size = 120 * 1024;
     let id = a.send(&b.node.id, &[], &payload(size, 7));
     // Segments of 243 bytes (a 255-byte frame, two-byte segment numbers).
@@ -130,15 +133,7 @@ fn a_cable_broken_mid_transfer_resumes_without_resending_what_arrived() {
 #[test]
 fn garbage_truncated_and_oversized_frames_on_the_line_are_counted_and_the_link_keeps_working() {
     let dir = tempfile::tempdir().unwrap();
-    let mut emu = Emulator::start(
-        &dir.path().join("pty"),
-        &["--nodes", "a,b", "--mode", "wire", "--baud", "921600"],
-    );
-    let (a, b) = two_nodes(dir.path());
-    add_serial(&a, &emu.path("a"), "cable", "baud = 921600");
-    add_serial(&b, &emu.path("b"), "cable", "baud = 921600");
-    let (da, db) = (a.start(), b.start());
-    assert!(wait_until(SETTLE, || a.links() == 1 && b.links() == 1));
+    let (mut emu, a, b, da, db) = cable_pair(dir.path(), "921600", "");
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     // Line noise.
     emu.command(&format!("inject b {}", hex(&[0x55; 40])));

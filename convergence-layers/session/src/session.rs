@@ -942,79 +942,36 @@ impl<M: Medium> Session<M> {
     }
 
     fn handle_body(&mut self, now: u64, src: Short, body: Body) {
-        match body {
-            Body::Hello { .. } => {}
-            Body::Single {
-                dsts,
-                poll,
-                kind,
-                msg,
-                payload,
-            } => {
-                let Some(pos) = dsts.iter().position(|d| *d == self.me) else {
-                    return;
-                };
-                let key = content_key(&payload);
-                let peer = self.rx.entry(src).or_default();
-                if let Some(d) = peer.done.iter_mut().find(|d| d.0 == msg && d.1 == key) {
-                    d.3 = d.3.max(1);
-                    self.stats.duplicates += 1;
-                } else {
-                    if peer.done.len() >= DONE_RING {
-                        peer.done.pop_front();
-                    }
-                    peer.done.push_back((msg, key, 1, 2));
-                    peer.msgs.remove(&msg);
-                    let id = self.neighbors[&src].id;
-                    self.stats.messages_received += 1;
-                    self.events.push_back(Event::Received {
-                        peer: id,
-                        kind,
-                        bytes: payload,
-                    });
-                }
-                if poll {
-                    self.schedule_ack(now, src, pos);
-                }
+        // DATA and POLL bodies: only for us if we are among their destinations; a
+        // poll asks for an ACK once the body is handled.
+        let addressed = match &body {
+            Body::Single { dsts, poll, .. }
+            | Body::Info { dsts, poll, .. }
+            | Body::Segment { dsts, poll, .. } => {
+                Some((dsts.iter().position(|d| *d == self.me), *poll))
             }
+            Body::Poll { dsts } => Some((dsts.iter().position(|d| *d == self.me), true)),
+            Body::Hello { .. } | Body::Ack { .. } => None,
+        };
+        if let Some((None, _)) = addressed {
+            return;
+        }
+        match body {
+            Body::Hello { .. } | Body::Poll { .. } => {}
+            Body::Single {
+                kind, msg, payload, ..
+            } => self.handle_single(src, kind, msg, payload),
             Body::Info {
-                dsts,
-                poll,
                 kind,
                 msg,
                 key,
                 len,
                 seg_size,
-            } => {
-                let Some(pos) = dsts.iter().position(|d| *d == self.me) else {
-                    return;
-                };
-                self.handle_info(now, src, kind, msg, key, len as usize, seg_size as usize);
-                if poll {
-                    self.schedule_ack(now, src, pos);
-                }
-            }
+                ..
+            } => self.handle_info(now, src, kind, msg, key, len as usize, seg_size as usize),
             Body::Segment {
-                dsts,
-                poll,
-                kind: _,
-                msg,
-                seg,
-                payload,
-            } => {
-                let Some(pos) = dsts.iter().position(|d| *d == self.me) else {
-                    return;
-                };
-                self.handle_segment(now, src, msg, seg, payload);
-                if poll {
-                    self.schedule_ack(now, src, pos);
-                }
-            }
-            Body::Poll { dsts } => {
-                if let Some(pos) = dsts.iter().position(|d| *d == self.me) {
-                    self.schedule_ack(now, src, pos);
-                }
-            }
+                msg, seg, payload, ..
+            } => self.handle_segment(now, src, msg, seg, payload),
             Body::Ack { dst, entries, then } => {
                 if dst == self.me {
                     self.handle_ack(now, src, entries);
@@ -1024,6 +981,31 @@ impl<M: Medium> Session<M> {
                 }
             }
         }
+        if let Some((Some(pos), true)) = addressed {
+            self.schedule_ack(now, src, pos);
+        }
+    }
+
+    fn handle_single(&mut self, src: Short, kind: Kind, msg: u8, payload: Vec<u8>) {
+        let key = content_key(&payload);
+        let peer = self.rx.entry(src).or_default();
+        if let Some(d) = peer.done.iter_mut().find(|d| d.0 == msg && d.1 == key) {
+            d.3 = d.3.max(1);
+            self.stats.duplicates += 1;
+            return;
+        }
+        if peer.done.len() >= DONE_RING {
+            peer.done.pop_front();
+        }
+        peer.done.push_back((msg, key, 1, 2));
+        peer.msgs.remove(&msg);
+        let id = self.neighbors[&src].id;
+        self.stats.messages_received += 1;
+        self.events.push_back(Event::Received {
+            peer: id,
+            kind,
+            bytes: payload,
+        });
     }
 
     fn handle_hello(
@@ -1677,35 +1659,24 @@ impl<M: Medium> Session<M> {
     }
 
     fn mark_sent(&mut self, idx: usize, work: Work, dsts: &[Short]) {
-        let m = &mut self.out[idx];
-        match work {
-            Work::Info => {
-                for d in m.dsts.iter_mut().filter(|d| dsts.contains(&d.short)) {
-                    d.info_sent = true;
-                }
-            }
-            Work::Segment(s) => {
-                m.pending[s as usize] = false;
-                for d in m.dsts.iter_mut().filter(|d| dsts.contains(&d.short)) {
-                    d.inflight.push(s);
-                }
-            }
-        }
+        self.set_sent(idx, work, dsts, true);
     }
 
     fn unmark_sent(&mut self, idx: usize, work: Work, dsts: &[Short]) {
+        self.set_sent(idx, work, dsts, false);
+    }
+
+    /// Records (or takes back) that `work` went to `dsts`.
+    fn set_sent(&mut self, idx: usize, work: Work, dsts: &[Short], sent: bool) {
         let m = &mut self.out[idx];
-        match work {
-            Work::Info => {
-                for d in m.dsts.iter_mut().filter(|d| dsts.contains(&d.short)) {
-                    d.info_sent = false;
-                }
-            }
-            Work::Segment(s) => {
-                m.pending[s as usize] = true;
-                for d in m.dsts.iter_mut().filter(|d| dsts.contains(&d.short)) {
-                    d.inflight.retain(|x| *x != s);
-                }
+        if let Work::Segment(s) = work {
+            m.pending[s as usize] = !sent;
+        }
+        for d in m.dsts.iter_mut().filter(|d| dsts.contains(&d.short)) {
+            match work {
+                Work::Info => d.info_sent = sent,
+                Work::Segment(s) if sent => d.inflight.push(s),
+                Work::Segment(s) => d.inflight.retain(|x| *x != s),
             }
         }
     }
