@@ -93,6 +93,26 @@ impl Identity {
         self.signing.sign(msg).to_bytes()
     }
 
+    /// A symmetric key only this node and `peer` can compute (X25519 between their
+    /// keys), bound to `context` (e.g. a realm-derived value and a purpose): links use
+    /// it to authenticate frames between two neighbours. `None` if `peer` is not a
+    /// valid key. Costs one X25519 operation; callers keep the result.
+    pub fn link_key(&self, peer: &NodeId, context: &[u8]) -> Option<[u8; 32]> {
+        let peer_x = crate::identity::x25519_public_of(peer)?;
+        let shared = self.agree(&peer_x);
+        let (lo, hi) = if self.node_id < *peer {
+            (self.node_id, *peer)
+        } else {
+            (*peer, self.node_id)
+        };
+        let mut h = blake3::Hasher::new_derive_key("ferry v1 link pair key");
+        h.update(shared.as_ref());
+        h.update(lo.as_bytes());
+        h.update(hi.as_bytes());
+        h.update(context);
+        Some(*h.finalize().as_bytes())
+    }
+
     /// X25519 agreement with a peer's X25519 public key.
     pub(crate) fn agree(&self, peer: &XPublic) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.x_secret.diffie_hellman(peer).to_bytes())
@@ -137,6 +157,20 @@ pub(crate) fn x25519_public_of(id: &NodeId) -> Option<XPublic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_keys_are_shared_by_the_pair_only() {
+        let (a, b, c) = (
+            Identity::from_seed([1u8; 32]),
+            Identity::from_seed([2u8; 32]),
+            Identity::from_seed([3u8; 32]),
+        );
+        let ab = a.link_key(&b.node_id(), b"ctx").unwrap();
+        assert_eq!(ab, b.link_key(&a.node_id(), b"ctx").unwrap());
+        assert_ne!(ab, a.link_key(&b.node_id(), b"other").unwrap());
+        assert_ne!(ab, c.link_key(&b.node_id(), b"ctx").unwrap());
+        assert_ne!(ab, a.link_key(&c.node_id(), b"ctx").unwrap());
+    }
 
     #[test]
     fn derived_x25519_matches_montgomery_of_node_id() {

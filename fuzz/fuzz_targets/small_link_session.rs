@@ -1,11 +1,12 @@
 //! A `ferry_cl_session::Session` fed arbitrary frames from a neighbour that said a
 //! valid hello: the input is cut into length-prefixed frame bodies, each gets a valid
-//! check (so the session's logic, not only the decoder, sees them), and time moves on
-//! between them. The session must never panic, and keep its memory bounded.
+//! check (the pair key of the two for frames to one neighbour, the realm key for the
+//! others, so the session's logic, not only the decoder, sees them), and time moves
+//! on between them. The session must never panic, and keep its memory bounded.
 #![no_main]
 
-use ferry_cl_session::frame::{mic, MIC_LEN};
-use ferry_cl_session::{frame_key, Config, Kind, Medium, Session};
+use ferry_cl_session::frame::{mic, Frame, MIC_LEN};
+use ferry_cl_session::{frame_key, pair_key, Config, Kind, Medium, Session};
 use ferry_core::{Identity, Realm};
 use libfuzzer_sys::fuzz_target;
 
@@ -37,7 +38,13 @@ fuzz_target!(|data: &[u8]| {
         let (body, tail) = tail.split_at(n);
         rest = tail;
         let mut frame = body.to_vec();
-        let m = mic(&key, &frame);
+        // Frames to one neighbour are checked under the pair key, others under the
+        // realm key: give each the key A will check it with.
+        let k = match Frame::decode_body(&frame).ok().and_then(|f| f.unicast_to()) {
+            Some(_) => pair_key(&peer, &me.node_id(), &realm).expect("pair key"),
+            None => key,
+        };
+        let m = mic(&k, &frame);
         frame.extend_from_slice(&m[..MIC_LEN]);
         now += 1_000 + u64::from(len) * 997;
         a.handle_frame(now, &frame);

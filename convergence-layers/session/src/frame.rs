@@ -6,9 +6,13 @@
 //! ```text
 //! frame  = b0:u8 src:[2] body mic:[4]
 //! b0     = type:2 (bits 7-6) flags:6
-//! mic    = BLAKE3 keyed hash of everything before it, under the realm's link-frame
-//!          key, first 4 bytes (detects corruption like a CRC-32 and refuses frames
-//!          of other realms and of outsiders)
+//! mic    = BLAKE3 keyed hash of everything before it, first 4 bytes (detects
+//!          corruption like a CRC-32 and refuses forged frames), keyed by
+//!          - for a frame to one neighbour (ACK, or DATA/POLL with one destination):
+//!            the pair key of sender and destination (X25519 between their node
+//!            keys, bound to the realm): only those two can make or check it;
+//!          - otherwise (HELLO, frames to several neighbours): the realm's
+//!            link-frame key, so outsiders and other realms are refused
 //! src    = the sender's short address: the first 2 bytes of its node hash
 //!
 //! type 0 HELLO  flags: bit0 = please answer with your hello
@@ -176,6 +180,10 @@ pub enum FrameError {
     /// A field is out of range or the body ends early or late.
     #[error("malformed frame: {0}")]
     Malformed(&'static str),
+    /// No key to check it with (a frame to one neighbour from a sender whose hello
+    /// this node has not had, or a frame between two other nodes).
+    #[error("no key to check the frame")]
+    NoKey,
 }
 
 const T_HELLO: u8 = 0;
@@ -219,6 +227,18 @@ impl Frame {
 
     /// Checks the MIC under `key` and decodes. `mtu` bounds the frame's length.
     pub fn decode(bytes: &[u8], key: &[u8; 32], mtu: usize) -> Result<Frame, FrameError> {
+        Self::decode_with(bytes, mtu, |_| Some(*key))
+    }
+
+    /// Decodes, then checks the MIC under the key `key_for` picks for the decoded
+    /// frame (a pair key for a frame to one neighbour, the realm key otherwise);
+    /// nothing of an unchecked frame is returned. `None` from `key_for` gives
+    /// [`FrameError::NoKey`].
+    pub fn decode_with(
+        bytes: &[u8],
+        mtu: usize,
+        key_for: impl FnOnce(&Frame) -> Option<[u8; 32]>,
+    ) -> Result<Frame, FrameError> {
         if bytes.len() > mtu {
             return Err(FrameError::Oversized);
         }
@@ -226,10 +246,26 @@ impl Frame {
             return Err(FrameError::Short);
         }
         let (head, check) = bytes.split_at(bytes.len() - MIC_LEN);
-        if mic(key, head) != check {
+        let frame = Self::decode_body(head)?;
+        let key = key_for(&frame).ok_or(FrameError::NoKey)?;
+        if mic(&key, head) != check {
             return Err(FrameError::BadCheck);
         }
-        Self::decode_body(head)
+        Ok(frame)
+    }
+
+    /// The one neighbour this frame is for, if it is for exactly one: an ACK's
+    /// destination, or the destination of a DATA or POLL frame with one. Such frames
+    /// are checked under the pair key of sender and destination.
+    pub fn unicast_to(&self) -> Option<Short> {
+        match &self.body {
+            Body::Ack { dst, .. } => Some(*dst),
+            Body::Single { dsts, .. }
+            | Body::Info { dsts, .. }
+            | Body::Segment { dsts, .. }
+            | Body::Poll { dsts } => (dsts.len() == 1).then(|| dsts[0]),
+            Body::Hello { .. } => None,
+        }
     }
 
     /// Decodes a frame whose check was already removed (and verified). Public for

@@ -54,4 +54,6 @@ pub mod kiss;
 pub mod session;
 
 pub use frame::{FrameError, Kind};
-pub use session::{frame_key, short_of, Class, Config, Event, Medium, SendError, Session, Stats};
+pub use session::{
+    frame_key, pair_key, short_of, Class, Config, Event, Medium, SendError, Session, Stats,
+};

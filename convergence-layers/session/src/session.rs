@@ -275,6 +275,8 @@ pub struct Stats {
     pub oversized: u64,
     /// Frames from senders that have not said hello.
     pub unknown_sender: u64,
+    /// Frames between two other neighbours (checked by their pair key, ignored).
+    pub overheard: u64,
     /// Hellos refused (bad signature, address mismatch or clash).
     pub hellos_refused: u64,
     /// Messages delivered to the driver.
@@ -298,6 +300,8 @@ pub struct Stats {
 #[derive(Debug)]
 struct Neighbor {
     id: NodeId,
+    /// The pair key checking frames between this node and it.
+    key: [u8; 32],
     nonce: [u8; 4],
     last_heard: u64,
     up: bool,
@@ -486,6 +490,8 @@ pub struct Session<M: Medium> {
     medium: M,
     key: [u8; 32],
     hello_ctx: [u8; 32],
+    realm: Realm,
+    identity: Identity,
     me: Short,
     my_id: NodeId,
     nonce: [u8; 4],
@@ -539,7 +545,14 @@ fn hello_message(ctx: &[u8; 32], id: &NodeId, nonce: &[u8; 4]) -> Vec<u8> {
     m
 }
 
-/// The integrity-check key of small-link frames in `realm`.
+/// The key checking frames between `identity` and `peer` in `realm` (frames to one
+/// neighbour): only the two of them can compute it.
+pub fn pair_key(identity: &Identity, peer: &NodeId, realm: &Realm) -> Option<[u8; 32]> {
+    identity.link_key(peer, &realm.link_proof(b"ferry/small-link/pair-key/v1"))
+}
+
+/// The integrity-check key of small-link frames in `realm` (hellos, frames to several
+/// neighbours).
 pub fn frame_key(realm: &Realm) -> [u8; 32] {
     realm.link_proof(b"ferry/small-link/frame-key/v1")
 }
@@ -562,6 +575,8 @@ impl<M: Medium> Session<M> {
         Self {
             key: frame_key(realm),
             hello_ctx,
+            realm: realm.clone(),
+            identity: identity.clone(),
             me: short_of(&my_id),
             my_id,
             nonce,
@@ -900,7 +915,18 @@ impl<M: Medium> Session<M> {
 
     /// Handles one frame from the link (a radio packet or a KISS frame's data).
     pub fn handle_frame(&mut self, now: u64, bytes: &[u8]) {
-        let frame = match Frame::decode(bytes, &self.key, self.cfg.mtu) {
+        let (me, realm_key) = (self.me, self.key);
+        let neighbors = &self.neighbors;
+        let mut for_others = false;
+        let decoded = Frame::decode_with(bytes, self.cfg.mtu, |f| match f.unicast_to() {
+            None => Some(realm_key),
+            Some(dst) if dst == me => neighbors.get(&f.src).map(|n| n.key),
+            Some(_) => {
+                for_others = true;
+                None
+            }
+        });
+        let frame = match decoded {
             Ok(f) => f,
             Err(FrameError::BadCheck) => {
                 self.stats.bad_check += 1;
@@ -908,6 +934,17 @@ impl<M: Medium> Session<M> {
             }
             Err(FrameError::Oversized) => {
                 self.stats.oversized += 1;
+                return;
+            }
+            Err(FrameError::NoKey) if for_others => {
+                // Between two other neighbours: not ours to check or read.
+                self.stats.overheard += 1;
+                return;
+            }
+            Err(FrameError::NoKey) => {
+                // For us, from a sender we have no hello of yet: ask for one.
+                self.stats.unknown_sender += 1;
+                self.want_hello(now, true);
                 return;
             }
             Err(_) => {
@@ -1063,10 +1100,15 @@ impl<M: Medium> Session<M> {
                 }
             }
             None => {
+                let Some(key) = pair_key(&self.identity, &id, &self.realm) else {
+                    self.stats.hellos_refused += 1;
+                    return;
+                };
                 self.neighbors.insert(
                     src,
                     Neighbor {
                         id,
+                        key,
                         nonce,
                         last_heard: now,
                         up: true,
@@ -1683,7 +1725,11 @@ impl<M: Medium> Session<M> {
 
     /// Encodes, checks the budget, accounts; `None` if the budget is not there yet.
     fn emit(&mut self, now: u64, frame: &Frame) -> Option<Vec<u8>> {
-        let bytes = frame.encode(&self.key);
+        let key = frame
+            .unicast_to()
+            .and_then(|d| self.neighbors.get(&d))
+            .map_or(self.key, |n| n.key);
+        let bytes = frame.encode(&key);
         let air = self.medium.airtime_us(bytes.len());
         let ready = self.medium.ready_at(now, air);
         if ready > now {

@@ -261,7 +261,8 @@ fn garbage_other_realms_and_truncated_frames_are_counted_and_the_link_keeps_work
         Air::Cable(87),
         net.now,
     );
-    let hello = stranger.poll_transmit(net.now).unwrap();
+    let hello = stranger.poll_transmit(net.now + SEC).unwrap();
+    let taken = net.nodes[1].session.stats().frames_received;
     let now = net.now;
     net.nodes[1].session.handle_frame(now, &hello);
     net.nodes[1].session.handle_frame(now, &[0xff; 40]);
@@ -269,8 +270,8 @@ fn garbage_other_realms_and_truncated_frames_are_counted_and_the_link_keeps_work
     net.nodes[1].session.handle_frame(now, &[1, 2]);
     net.nodes[1].session.handle_frame(now, &vec![0; 400]);
     let s = net.nodes[1].session.stats();
-    assert_eq!(s.bad_check, 3, "{s:?}");
-    assert_eq!(s.malformed + s.oversized, 2, "{s:?}");
+    assert_eq!(s.bad_check + s.malformed + s.oversized, 5, "{s:?}");
+    assert_eq!(s.frames_received, taken, "nothing of them was taken: {s:?}");
     assert_eq!(net.nodes[1].session.neighbors().len(), 1);
     net.nodes[0]
         .session
@@ -331,4 +332,62 @@ fn same_seed_same_run() {
         )
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn a_realm_member_cannot_forge_acknowledgments_in_another_neighbours_name() {
+    use ferry_cl_session::frame::{AckEntry, Body, Frame};
+    let (air, cfg) = cable();
+    let mut net = Net::new(3, air, cfg, 0.0, 1);
+    assert!(net.meet(30 * SEC));
+    let (a, b, c) = (net.nodes[0].id, net.nodes[1].id, net.nodes[2].id);
+    // B goes out of reach; A sends it a message that cannot arrive.
+    for i in 0..3 {
+        net.hears[1][i] = false;
+        net.hears[i][1] = false;
+    }
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 7, payload(100, 1))
+        .unwrap();
+    net.run_until(net.now + SEC / 10, |_| false);
+    // C, a member of the same realm, forges B's ACK for it: under the realm key, and
+    // under C's own pair key with A.
+    let forged = Frame {
+        src: ferry_cl_session::short_of(&b),
+        body: Body::Ack {
+            dst: ferry_cl_session::short_of(&a),
+            entries: (0..=255u8)
+                .take(31)
+                .map(|msg| AckEntry {
+                    msg,
+                    cum: 1,
+                    bitmap: vec![],
+                })
+                .collect(),
+            then: None,
+        },
+    };
+    let realm_key = ferry_cl_session::frame_key(&support::realm());
+    let c_key = ferry_cl_session::pair_key(
+        &ferry_core::Identity::from_seed([3; 32]),
+        &a,
+        &support::realm(),
+    )
+    .unwrap();
+    let _ = c;
+    let before = net.nodes[0].session.stats().bad_check;
+    for key in [realm_key, c_key] {
+        let now = net.now;
+        net.nodes[0].session.handle_frame(now, &forged.encode(&key));
+    }
+    assert_eq!(net.nodes[0].session.stats().bad_check, before + 2);
+    net.run_until(net.now + SEC, |_| false);
+    assert!(
+        !net.nodes[0]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Sent { tag: 7, .. })),
+        "a forged ACK must not count as delivery"
+    );
 }
