@@ -261,3 +261,70 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
     db.stop();
     dc.stop();
 }
+
+#[test]
+fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let radio = "[serial.radio]\nfrequency = 869525000\nbandwidth = 500000\nspreading_factor = 7\nregion = \"eu868\"\n";
+    let mut emu = Emulator::start(
+        &dir.path().join("pty"),
+        &[
+            "--nodes",
+            "a,b,c",
+            "--mode",
+            "kiss",
+            "--reach",
+            "a-b,a-c",
+            "--frequency",
+            "869525000",
+            "--bandwidth",
+            "500000",
+            "--sf",
+            "7",
+        ],
+    );
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let b = TestNode::init(dir.path(), "b", Some(&realm_of(&a)), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&realm_of(&a)), "epidemic");
+    for (n, p) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+        add_serial(n, &emu.path(p), "kiss", radio);
+    }
+    let (da, db, dc) = (a.start(), b.start(), c.start());
+    assert!(wait_until(Duration::from_secs(60), || a.links() == 2
+        && b.links() == 1
+        && c.links() == 1));
+    // Let the contacts' first exchanges finish.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = emu.stats()["nodes"]["a"]["tx_bytes"].as_u64().unwrap();
+    let size = 20_000;
+    a.node
+        .cmd(&["send", "--group"])
+        .stdin(payload(size, 5))
+        .run()
+        .success();
+    let waiting = |n: &TestNode| {
+        n.status()
+            .and_then(|s| {
+                s["deliveries_waiting"]
+                    .as_object()
+                    .map(|m| m.values().filter_map(|v| v.as_u64()).sum::<u64>())
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || waiting(&b) == 1
+            && waiting(&c) == 1),
+        "the group bundle reached b and c:\n{}",
+        da.log_text()
+    );
+    let sent = emu.stats()["nodes"]["a"]["tx_bytes"].as_u64().unwrap() - before;
+    assert!(
+        (sent as f64) < 1.5 * size as f64,
+        "A put {sent} bytes on air for one {size}-byte bundle to two neighbours"
+    );
+    let shared = num(&port_status(&a), &["session", "segments_sent"]);
+    assert!(shared > 0);
+    da.stop();
+    db.stop();
+    dc.stop();
+}
