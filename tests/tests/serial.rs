@@ -328,3 +328,39 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
     db.stop();
     dc.stop();
 }
+
+#[test]
+fn a_radio_unplugged_and_plugged_back_is_reopened_and_the_contact_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, a, b, da, db) = cable_pair(dir.path(), "921600", "hello_secs = 1");
+    // Unplug: the pseudo-terminals vanish (as /dev/ttyUSB0 does).
+    emu.stop();
+    assert!(
+        wait_until(SETTLE, || a.links() == 0 && b.links() == 0),
+        "the contact did not end:\n{}",
+        da.log_text()
+    );
+    assert!(wait_until(SETTLE, || !port_status(&a)["open"]
+        .as_bool()
+        .unwrap_or(true)));
+    // Plug back in at the same paths: the nodes reopen their ports and meet again.
+    let _emu = Emulator::start(
+        &dir.path().join("pty"),
+        &["--nodes", "a,b", "--mode", "wire", "--baud", "921600"],
+    );
+    assert!(
+        wait_until(SETTLE, || a.links() == 1 && b.links() == 1),
+        "no contact after replugging:\n{}",
+        da.log_text()
+    );
+    let id = a.send(&b.node.id, &[], &payload(5000, 8));
+    let out = dir.path().join("out");
+    let mut got = Vec::new();
+    assert!(wait_until(SETTLE, || {
+        got.extend(b.recv(1, &out));
+        !got.is_empty()
+    }));
+    assert_eq!(got[0].0, id);
+    da.stop();
+    db.stop();
+}
