@@ -77,3 +77,34 @@ fn with_a_wall_clock_age_based_bundles_get_an_expiry_time() {
     // outlives its lifetime): it arrived aged 6 s with 24 s left.
     assert_eq!(info.meta.expires_at, Some(arrival + 24));
 }
+
+#[test]
+fn an_idle_node_wakes_for_the_next_expiry_not_every_few_seconds() {
+    let mut net = Net::new(2, PolicyConfig::Epidemic);
+    let short = net.seal(0, Some(1), b"short", 30, Priority::Normal, 8);
+    let short = net.submit(0, short);
+    let long = net.seal(0, Some(1), b"long", 3600, Priority::Normal, 8);
+    net.submit(0, long);
+    net.run_for(100);
+    // No links: the next wake-up is the short bundle's expiry (30 s), not the 5 s
+    // purge interval.
+    let t = net.nodes[0].engine.poll_timeout().expect("a timer");
+    assert!(t.0 >= 29_000 && t.0 <= 31_000, "next wake-up at {t:?}");
+    net.run_for(31_000);
+    assert!(net.nodes[0]
+        .removed
+        .contains(&(short, RemoveReason::Expired)));
+    // Then at most every purge_max_interval (5 min), well before the long one's hour.
+    let t = net.nodes[0].engine.poll_timeout().expect("a timer");
+    assert!(
+        t.0 > net.now.0 + 60_000 && t.0 <= net.now.0 + 300_000,
+        "{t:?} at {:?}",
+        net.now
+    );
+    // With a link up, purges (and answer timeouts) come every 5 s again.
+    net.up(0, 1);
+    net.run_for(100);
+    let now = net.now.0;
+    let t = net.nodes[0].engine.poll_timeout().expect("a timer");
+    assert!(t.0 <= now + 5_000, "{t:?} at {now}");
+}

@@ -366,6 +366,10 @@ impl CustodyStore for SimStore {
         self.inner.mark_seen(id, time)
     }
 
+    fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        self.inner.next_expiry()
+    }
+
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
         self.inner.purge_seen_before(t, limit)
     }

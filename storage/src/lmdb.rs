@@ -1234,6 +1234,13 @@ impl CustodyStore for LmdbStore {
         })
     }
 
+    fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let first = self.dbs.expiry.first(&rtxn).map_err(&err)?;
+        Ok(first.and_then(|(k, _)| read_u64(k)))
+    }
+
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
         let limit = page_limit(limit)?;
         let err = self.err();

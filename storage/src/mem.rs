@@ -461,6 +461,10 @@ impl CustodyStore for MemStore {
         Ok(out)
     }
 
+    fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().expiry.iter().next().map(|(e, _)| *e))
+    }
+
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
         let limit = page_limit(limit)?;
         let mut g = self.lock();

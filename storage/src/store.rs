@@ -105,6 +105,12 @@ pub trait CustodyStore: Send + Sync + std::fmt::Debug {
     /// already seen the later of the two times is kept.
     fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError>;
 
+    /// The earliest `expires_at` among stored bundles (DTN seconds), `None` if no
+    /// stored bundle has one. May be earlier than the truth (an entry the next
+    /// `purge_expired` cleans up), never later: the engine schedules its next purge
+    /// by it.
+    fn next_expiry(&self) -> Result<Option<u64>, StoreError>;
+
     /// Forgets up to `limit` seen-set entries of records no longer stored whose time
     /// is before `t` (a removed record's time is its `expires_at`, or without one its
     /// `received_at`). Returns how many were forgotten; call again while it returns

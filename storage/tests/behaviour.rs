@@ -328,17 +328,23 @@ fn purges_expired_records(s: &dyn CustodyStore) {
         .enumerate()
         .map(|(n, e)| rec_with(n as u64, 100, Priority::Normal, Destination::Group, *e))
         .collect();
+    assert_eq!(s.next_expiry().unwrap(), None);
     s.insert_batch(&recs).unwrap();
+    assert_eq!(s.next_expiry().unwrap(), Some(10));
     assert!(s.purge_expired(9, 100).unwrap().is_empty());
     // `expires_at <= now` is expired; earliest expiry first, then insertion order.
     assert_eq!(s.purge_expired(20, 100).unwrap(), vec![id(1), id(4), id(3)]);
+    assert_eq!(s.next_expiry().unwrap(), Some(30));
     assert_eq!(s.stats().unwrap().count, 3);
     assert!(!s.contains(&id(1)).unwrap());
     assert!(s.contains(&id(0)).unwrap());
     // Bounded by `limit`.
     assert_eq!(s.purge_expired(u64::MAX, 1).unwrap(), vec![id(0)]);
+    assert_eq!(s.next_expiry().unwrap(), Some(40));
     assert_eq!(s.purge_expired(u64::MAX, 10).unwrap(), vec![id(5)]);
     assert!(s.purge_expired(u64::MAX, 10).unwrap().is_empty());
+    // Only the record without expiry is left.
+    assert_eq!(s.next_expiry().unwrap(), None);
     // The record without expiry stays; purged ids are still seen.
     assert!(s.contains(&id(2)).unwrap());
     assert_eq!(s.insert(&recs[1]).unwrap(), DUP_SEEN);

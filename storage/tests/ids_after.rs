@@ -107,6 +107,9 @@ impl CustodyStore for DefaultImpl {
     fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), ferry_storage::StoreError> {
         self.0.mark_seen(id, time)
     }
+    fn next_expiry(&self) -> Result<Option<u64>, ferry_storage::StoreError> {
+        self.0.next_expiry()
+    }
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, ferry_storage::StoreError> {
         self.0.purge_seen_before(t, limit)
     }

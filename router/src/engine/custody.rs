@@ -401,6 +401,10 @@ impl<S: CustodyStore> Engine<S> {
                 }
             }
         };
+        // A bundle stored now may expire before the purge planned for an idle node.
+        if let Ok(due) = self.purge_due() {
+            self.next_purge = self.next_purge.min(due);
+        }
         match result {
             Ok(outcomes) => {
                 for ((p, o), opened) in batch.into_iter().zip(outcomes).zip(opened) {
@@ -751,14 +755,14 @@ impl<S: CustodyStore> Engine<S> {
     /// Removes expired bundles (wall clock, and the clockless age table) and old
     /// seen-set entries.
     pub(crate) fn purge(&mut self) -> Result<(), EngineError> {
-        self.next_purge = self.now + self.config.purge_interval;
+        let mut more = false;
         // Queued removals first, so that a bundle is not reported removed twice.
         self.flush_writes()?;
         self.sweep_stale();
         if let Some(w) = self.wall_secs() {
             for round in 0..16 {
                 let ids = self.store.purge_expired(w, PURGE_PAGE)?;
-                let more = ids.len() == PURGE_PAGE;
+                let full_page = ids.len() == PURGE_PAGE;
                 for id in ids {
                     self.aging.remove(&id);
                     self.emit(Output::Removed {
@@ -766,12 +770,12 @@ impl<S: CustodyStore> Engine<S> {
                         reason: RemoveReason::Expired,
                     });
                 }
-                if !more {
+                if !full_page {
                     break;
                 }
                 if round == 15 {
                     // More to do: come back at once rather than block this call.
-                    self.next_purge = self.now;
+                    more = true;
                 }
             }
             self.store.purge_seen_before(w, 4096)?;
@@ -786,11 +790,35 @@ impl<S: CustodyStore> Engine<S> {
             }
             n += 1;
             if n == 4096 {
-                self.next_purge = self.now;
+                more = true;
                 break;
             }
         }
+        self.next_purge = if more { self.now } else { self.purge_due()? };
         Ok(())
+    }
+
+    /// When the next purge is due (see the module docs' *Expiry*): every
+    /// `purge_interval` while links or carriers are up, without a wall clock or with
+    /// clockless bundles aging here; otherwise at the earliest stored expiry, at the
+    /// latest `purge_max_interval` from now.
+    pub(crate) fn purge_due(&self) -> Result<Millis, EngineError> {
+        let regular = self.now + self.config.purge_interval;
+        let Some(w) = self.wall_secs() else {
+            return Ok(regular);
+        };
+        if !self.links.is_empty() || !self.carriers.is_empty() || self.aging.len() > 0 {
+            return Ok(regular);
+        }
+        let mut due = self.now
+            + self
+                .config
+                .purge_max_interval
+                .max(self.config.purge_interval);
+        if let Some(e) = self.store.next_expiry()? {
+            due = due.min(self.now + Millis(e.saturating_sub(w).saturating_mul(1000)));
+        }
+        Ok(due)
     }
 
     /// Delivers again, a page per call, bundles an earlier run delivered and the app

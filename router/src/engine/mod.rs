@@ -206,8 +206,10 @@
 //!
 //! # Expiry and hop limit
 //!
-//! Every [`EngineConfig::purge_interval`] the engine removes bundles whose
-//! `expires_at` has passed on the wall clock (DTN seconds; for bundles without a
+//! The engine purges every [`EngineConfig::purge_interval`] while links or carriers
+//! are up (or without a wall clock), otherwise at the earliest expiry among its
+//! stored bundles and at least every [`EngineConfig::purge_max_interval`]. A purge
+//! removes bundles whose `expires_at` has passed on the wall clock (DTN seconds; for bundles without a
 //! creation time it is computed on arrival as `wall + lifetime − age`) and, on a node
 //! without a wall clock, bundles without a creation time whose age plus the time held
 //! here (monotonic) reached their lifetime. Forwarding adds one hop and, for bundles
@@ -299,8 +301,15 @@ pub struct EngineConfig {
     pub commit_batch_bytes: u64,
     /// Longest a bundle waits in the commit buffer (default 5 ms).
     pub commit_delay: Millis,
-    /// Time between expiry purges (default 5 s).
+    /// Time between purges (expired bundles, answer timeouts, old seen-set entries)
+    /// while links or carriers are up, on a node without a wall clock, or with
+    /// clockless bundles in the age table (default 5 s).
     pub purge_interval: Millis,
+    /// Otherwise the next purge comes at the earliest expiry among stored bundles, and
+    /// at the latest this long after the last (default 5 min): an idle node does not
+    /// wake up every few seconds (a Pi on a battery; thousands of nodes in the
+    /// simulator).
+    pub purge_max_interval: Millis,
     /// Per-link cap on outstanding bundles each way (default 1024).
     pub link_queue: usize,
     /// Most links at once (default 64).
@@ -345,6 +354,7 @@ impl Default for EngineConfig {
             commit_batch_bytes: 8 << 20,
             commit_delay: Millis(5),
             purge_interval: Millis(5_000),
+            purge_max_interval: Millis(300_000),
             link_queue: 1024,
             max_links: 64,
             max_in_flight_bytes: 64 << 20,
@@ -842,6 +852,10 @@ impl<S: CustodyStore> Engine<S> {
                 copies,
             } => self.on_carried(link, bundle, copies)?,
             Input::CarrierExport { link } => self.carrier_export(link),
+        }
+        if !self.links.is_empty() || !self.carriers.is_empty() {
+            // Answer timeouts are checked at each purge.
+            self.next_purge = self.next_purge.min(self.now + self.config.purge_interval);
         }
         self.service()
     }
