@@ -207,12 +207,12 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
             n,
             &emu.path(p),
             "rnode",
-            &format!("hello_secs = 30\n{radio}"),
+            &format!("hello_secs = 5\n{radio}"),
         );
     }
     let (da, db, dc) = (a.start(), b.start(), c.start());
     assert!(
-        wait_until(Duration::from_secs(60), || a.links() == 1
+        wait_until(Duration::from_secs(120), || a.links() == 1
             && b.links() == 2
             && c.links() == 1),
         "links a={} b={} c={}\n{}",
@@ -230,7 +230,7 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
     let out = dir.path().join("out");
     let mut got = Vec::new();
     assert!(
-        wait_until(Duration::from_secs(120), || {
+        wait_until(Duration::from_secs(180), || {
             got.extend(c.recv(1, &out));
             !got.is_empty()
         }),

@@ -937,8 +937,15 @@ impl<M: Medium> Session<M> {
                 return;
             }
             Err(FrameError::NoKey) if for_others => {
-                // Between two other neighbours: not ours to check or read.
+                // Between two other neighbours: not ours to check or read. A sender we
+                // have no hello of is a neighbour we do not know yet: ask for hellos.
                 self.stats.overheard += 1;
+                if !bytes
+                    .get(1..3)
+                    .is_some_and(|s| self.neighbors.get(s).is_some_and(|n| n.up))
+                {
+                    self.want_hello(now, true);
+                }
                 return;
             }
             Err(FrameError::NoKey) => {
@@ -1511,7 +1518,8 @@ impl<M: Medium> Session<M> {
             let frame = Frame {
                 src: self.me,
                 body: Body::Hello {
-                    answer: self.hello_answer,
+                    // A node that knows no neighbour keeps asking for answers.
+                    answer: self.hello_answer || !self.neighbors.values().any(|n| n.up),
                     node_id: *self.my_id.as_bytes(),
                     nonce: self.nonce,
                     sig: self.sig,

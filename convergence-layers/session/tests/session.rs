@@ -391,3 +391,32 @@ fn a_realm_member_cannot_forge_acknowledgments_in_another_neighbours_name() {
         "a forged ACK must not count as delivery"
     );
 }
+
+#[test]
+fn a_node_that_missed_the_hellos_finds_its_neighbours_from_their_traffic() {
+    let (air, mut cfg) = cable();
+    cfg.hello_interval_us = 600 * SEC;
+    let mut net = Net::new(3, air, cfg, 0.0, 1);
+    // C is deaf at first: A and B learn of C, C learns of no one.
+    net.hears[0][2] = false;
+    net.hears[1][2] = false;
+    net.run_until(10 * SEC, |net| {
+        net.nodes[0].session.neighbors().len() == 2 && net.nodes[1].session.neighbors().len() == 2
+    });
+    assert!(net.nodes[2].session.neighbors().is_empty());
+    // C hears again while A and B are busy with each other; their periodic hellos are
+    // ten minutes away, but C overhears their frames and asks who they are.
+    net.hears[0][2] = true;
+    net.hears[1][2] = true;
+    let b = net.nodes[1].id;
+    net.nodes[0]
+        .session
+        .send(&b, Kind::Bundle, Class::Normal, 1, payload(200_000, 3))
+        .unwrap();
+    let t0 = net.now;
+    net.run_until(t0 + 30 * SEC, |net| {
+        net.nodes[2].session.neighbors().len() == 2
+    });
+    assert_eq!(net.nodes[2].session.neighbors().len(), 2);
+    assert!(net.now - t0 < 10 * SEC, "took {} µs", net.now - t0);
+}

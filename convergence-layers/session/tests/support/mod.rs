@@ -57,6 +57,9 @@ pub struct Node {
     pub events: Vec<Event>,
     queue: std::collections::VecDeque<Vec<u8>>,
     tx_end: u64,
+    /// CSMA: after waiting for a busy channel, a random back-off before sending.
+    backoff_until: u64,
+    deferred: bool,
     pub airtime_us: u64,
     pub frames_sent: u64,
 }
@@ -101,6 +104,8 @@ impl Net {
                     events: Vec::new(),
                     queue: Default::default(),
                     tx_end: 0,
+                    backoff_until: 0,
+                    deferred: false,
                     airtime_us: 0,
                     frames_sent: 0,
                 }
@@ -157,7 +162,22 @@ impl Net {
                 while let Some(f) = self.nodes[i].session.poll_transmit(now) {
                     self.nodes[i].queue.push_back(f);
                 }
-                if self.nodes[i].tx_end <= now {
+                if self.nodes[i].tx_end <= now && !self.nodes[i].queue.is_empty() {
+                    // Listen before talk; after a busy channel, back off 0..15 slots
+                    // of 2 ms at random (as RNode firmware's CSMA does), so radios that
+                    // waited for the same transmission do not all start together.
+                    if self.busy_for(i, now).is_some() {
+                        self.nodes[i].deferred = true;
+                    } else if self.nodes[i].deferred {
+                        self.nodes[i].deferred = false;
+                        let slots = (self.draw() * 16.0) as u64;
+                        self.nodes[i].backoff_until = now + slots * 2_000;
+                    }
+                }
+                if self.nodes[i].tx_end <= now
+                    && now >= self.nodes[i].backoff_until
+                    && !self.nodes[i].deferred
+                {
                     if let Some(f) = self.nodes[i].queue.front() {
                         if self.busy_for(i, now).is_none() {
                             let air = self.air.airtime_us(f.len());
@@ -192,7 +212,10 @@ impl Net {
                     next = next.min(t.max(self.now + 1));
                 }
                 if !n.queue.is_empty() {
-                    let free = n.tx_end.max(self.busy_for(i, self.now).unwrap_or(0));
+                    let free = n
+                        .tx_end
+                        .max(self.busy_for(i, self.now).unwrap_or(0))
+                        .max(n.backoff_until);
                     next = next.min(free.max(self.now + 1));
                 }
             }
