@@ -124,3 +124,26 @@ pub fn port_status(node: &TestNode) -> serde_json::Value {
         })
         .unwrap_or(serde_json::Value::Null)
 }
+
+/// Nodes called `names` in one realm (epidemic routing), each with a `[[serial]]` port
+/// in `mode` on the emulator's pseudo-terminal of the same name (`extra`: more TOML
+/// for the section), started.
+pub fn radio_nodes(
+    dir: &Path,
+    emu: &Emulator,
+    names: &[&str],
+    mode: &str,
+    extra: &str,
+) -> (Vec<TestNode>, Vec<crate::nodes::Daemon>) {
+    let first = TestNode::init(dir, names[0], None, "epidemic");
+    let realm = crate::nodes::realm_of(&first);
+    let mut nodes = vec![first];
+    for n in &names[1..] {
+        nodes.push(TestNode::init(dir, n, Some(&realm), "epidemic"));
+    }
+    for (node, name) in nodes.iter().zip(names) {
+        add_serial(node, &emu.path(name), mode, extra);
+    }
+    let daemons = nodes.iter().map(TestNode::start).collect();
+    (nodes, daemons)
+}

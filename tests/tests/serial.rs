@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferry_tests::nodes::{payload, realm_of, Daemon, TestNode, SETTLE};
-use ferry_tests::radio::{add_serial, port_status, Emulator};
+use ferry_tests::radio::{add_serial, port_status, radio_nodes, Emulator};
 use ferry_tests::wait_until;
 
 fn two_nodes(dir: &std::path::Path) -> (TestNode, TestNode) {
@@ -199,18 +199,17 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
             "5",
         ],
     );
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let b = TestNode::init(dir.path(), "b", Some(&realm_of(&a)), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&realm_of(&a)), "epidemic");
-    for (n, p) in [(&a, "a"), (&b, "b"), (&c, "c")] {
-        add_serial(
-            n,
-            &emu.path(p),
-            "rnode",
-            &format!("hello_secs = 5\n{radio}"),
-        );
-    }
-    let (da, db, dc) = (a.start(), b.start(), c.start());
+    let (nodes, daemons) = radio_nodes(
+        dir.path(),
+        &emu,
+        &["a", "b", "c"],
+        "rnode",
+        &format!("hello_secs = 5\n{radio}"),
+    );
+    let ([a, b, c], [da, db, dc]) = (
+        <[TestNode; 3]>::try_from(nodes).unwrap(),
+        <[Daemon; 3]>::try_from(daemons).unwrap(),
+    );
     assert!(
         wait_until(Duration::from_secs(120), || a.links() == 1
             && b.links() == 2
@@ -283,13 +282,11 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
             "7",
         ],
     );
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let b = TestNode::init(dir.path(), "b", Some(&realm_of(&a)), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&realm_of(&a)), "epidemic");
-    for (n, p) in [(&a, "a"), (&b, "b"), (&c, "c")] {
-        add_serial(n, &emu.path(p), "kiss", radio);
-    }
-    let (da, db, dc) = (a.start(), b.start(), c.start());
+    let (nodes, daemons) = radio_nodes(dir.path(), &emu, &["a", "b", "c"], "kiss", radio);
+    let ([a, b, c], [da, db, dc]) = (
+        <[TestNode; 3]>::try_from(nodes).unwrap(),
+        <[Daemon; 3]>::try_from(daemons).unwrap(),
+    );
     assert!(wait_until(Duration::from_secs(60), || a.links() == 2
         && b.links() == 1
         && c.links() == 1));

@@ -16,8 +16,8 @@
 use std::time::{Duration, Instant};
 
 use ferry_cl_lora::{DutyBudget, RadioSettings};
-use ferry_tests::nodes::{payload, realm_of, Daemon, TestNode};
-use ferry_tests::radio::{add_serial, Emulator};
+use ferry_tests::nodes::{payload, TestNode};
+use ferry_tests::radio::{radio_nodes, Emulator};
 use ferry_tests::wait_until;
 
 fn waiting(n: &TestNode) -> u64 {
@@ -37,25 +37,6 @@ fn tx(stats: &serde_json::Value, node: &str) -> (u64, u64, f64) {
         s["tx_frames"].as_u64().unwrap_or(0),
         s["airtime_ms"].as_f64().unwrap_or(0.0),
     )
-}
-
-fn line(
-    dir: &std::path::Path,
-    names: &[&str],
-    emu: &Emulator,
-    radio: &str,
-) -> (Vec<TestNode>, Vec<Daemon>) {
-    let first = TestNode::init(dir, names[0], None, "epidemic");
-    let realm = realm_of(&first);
-    let mut nodes = vec![first];
-    for n in &names[1..] {
-        nodes.push(TestNode::init(dir, n, Some(&realm), "epidemic"));
-    }
-    for (node, name) in nodes.iter().zip(names) {
-        add_serial(node, &emu.path(name), "kiss", radio);
-    }
-    let daemons = nodes.iter().map(TestNode::start).collect();
-    (nodes, daemons)
 }
 
 fn main() {
@@ -80,7 +61,7 @@ fn bytes_on_air() {
         ],
     );
     let radio = "hello_secs = 3600\n[serial.radio]\nfrequency = 869525000\nspreading_factor = 9\nregion = \"eu868\"\n";
-    let (nodes, daemons) = line(dir.path(), &["a", "b"], &emu, radio);
+    let (nodes, daemons) = radio_nodes(dir.path(), &emu, &["a", "b"], "kiss", radio);
     let (a, b) = (&nodes[0], &nodes[1]);
     assert!(
         wait_until(Duration::from_secs(120), || a.links() == 1
@@ -141,7 +122,7 @@ fn three_hops() {
         ],
     );
     let radio = "hello_secs = 3600\n[serial.radio]\nfrequency = 868100000\nspreading_factor = 7\nregion = \"eu868\"\n";
-    let (nodes, daemons) = line(dir.path(), &["a", "b", "c", "d"], &emu, radio);
+    let (nodes, daemons) = radio_nodes(dir.path(), &emu, &["a", "b", "c", "d"], "kiss", radio);
     assert!(
         wait_until(Duration::from_secs(180), || nodes[0].links() == 1
             && nodes[1].links() == 2
