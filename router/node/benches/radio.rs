@@ -3,8 +3,7 @@
 //!
 //! 1. bytes on air for a 50-byte message to a neighbour (SF9/125 kHz, KISS): what each
 //!    side transmitted from the submit until the bundle waits for B's app, every
-//!    frame of the router's exchange included (offer, want, bundle, custody ack, link
-//!    ACKs);
+//!    frame of the exchange included (the bundle, the custody ack, link ACKs);
 //! 2. a 10 KiB bundle across three LoRa hops (a line A-B-C-D, EU868 868.1 MHz, 1% duty
 //!    cycle, SF7/125 kHz) from the submit to its arrival at D, next to the minimum
 //!    that airtime and duty cycle allow (the bundle's bytes in full 255-byte packets
@@ -99,7 +98,7 @@ fn bytes_on_air() {
         bf - bf0,
         ba - ba0
     );
-    println!("(the bundle itself: one 198-byte packet; the rest is the router's offer/want/custody exchange and link ACKs)");
+    println!("(the bundle itself: one 198-byte packet, sent without an offer; the rest is the custody acknowledgment and link ACKs)");
     drop(daemons);
 }
 

@@ -109,7 +109,9 @@
 //!    holds there for offering, and sends the keys only the peer holds as `Missing`
 //!    (so the peer offers those).
 //! 3. Each side offers (`Offer`: full ids, so the receiver can check its seen-set,
-//!    and spray copies) the bundles the peer lacks that its policy hands over; the
+//!    and spray copies) the bundles the peer lacks that its policy hands over (on a
+//!    link with an MTU, a bundle that fits it and hands over no spray copies is sent
+//!    at once instead, as if wanted: [`EngineStats::pushed`]); the
 //!    peer answers every offer with exactly one `Want` listing the keys not in its
 //!    seen-set, not in its commit buffer and not already being fetched from another
 //!    link; the rest of that offer is declined.
@@ -700,6 +702,8 @@ pub struct EngineStats {
     pub receipt_mismatches: u64,
     /// Reconciliation sessions started.
     pub sessions: u64,
+    /// Bundles sent without an offer (one frame on a small-MTU link).
+    pub pushed: u64,
 }
 
 /// The routing engine of one node.

@@ -401,21 +401,35 @@ impl<S: CustodyStore> Engine<S> {
         let Some(l) = self.links.get_mut(&link) else {
             return Considered::Skipped;
         };
-        l.outbound.insert(
-            key,
-            Outbound {
-                id: info.id,
-                split,
-                release,
-                priority: info.meta.priority,
-                insertion: info.insertion,
-                tries: 0,
-                state: OutState::Offered {
+        // On a small-MTU link (serial, LoRa) a bundle that fits one frame and hands over
+        // no spray copies is sent at once, without an offer and a want: two packets
+        // saved per bundle and hop. Reconciliation already told that the peer lacks it;
+        // if it has it after all, it acknowledges it from its seen-set.
+        let push = split == 0 && l.caps.mtu.is_some_and(|m| info.size <= u64::from(m));
+        let out = Outbound {
+            id: info.id,
+            split,
+            release,
+            priority: info.meta.priority,
+            insertion: info.insertion,
+            tries: 0,
+            state: if push {
+                OutState::Queued
+            } else {
+                OutState::Offered {
                     seq: l.next_offer_seq,
                     at: self.now,
-                },
+                }
             },
-        );
+        };
+        if push {
+            l.queue.insert(out.queue_key(key));
+            l.outbound.insert(key, out);
+            self.outgoing.insert((info.id, peer));
+            self.stats.pushed += 1;
+            return Considered::Offered;
+        }
+        l.outbound.insert(key, out);
         l.offer_batch.push(OfferItem {
             id: info.id,
             copies: split.max(1),
