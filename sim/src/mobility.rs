@@ -440,7 +440,10 @@ pub fn data_mule(
     }
     let ms = |s: u64| s.saturating_mul(1000);
     let (period, dwell, travel) = (ms(period_s), ms(dwell_s), ms(travel_s));
+    // Every mule's visits (site, start, end), to let mules at one site meet too.
+    let mut visits: Vec<Vec<(NodeIndex, SimMillis, SimMillis)>> = Vec::new();
     for &mule in &mule_list {
+        let mut mine = Vec::new();
         let mut rng = SimRng::new(seed, u64::from(mule));
         let offset = rng.below(sites.len() as u64) as usize;
         let mut round_start: SimMillis = 0;
@@ -453,6 +456,7 @@ pub fn data_mule(
                 let site = sites[(offset + k) % sites.len()];
                 let (a, b) = (site.min(mule), site.max(mule));
                 let end = t.saturating_add(dwell).min(duration);
+                mine.push((site, t, end));
                 events.push(ContactEvent {
                     time: t,
                     a,
@@ -470,6 +474,33 @@ pub fn data_mule(
             // `t` is the end of the last dwell plus the way back to the first site.
             round_start = t.div_ceil(period).saturating_mul(period);
         }
+        visits.push(mine);
+    }
+    // Two mules at the same site at the same time are in contact while both are
+    // there. A mule is at one site at a time, so a pair's contacts never overlap.
+    for (i, a_visits) in visits.iter().enumerate() {
+        for (j, b_visits) in visits.iter().enumerate().skip(i + 1) {
+            let (a, b) = (mule_list[i], mule_list[j]);
+            for &(site, s1, e1) in a_visits {
+                for &(_, s2, e2) in b_visits.iter().filter(|v| v.0 == site) {
+                    let (start, end) = (s1.max(s2), e1.min(e2));
+                    if start < end {
+                        events.push(ContactEvent {
+                            time: start,
+                            a,
+                            b,
+                            up: true,
+                        });
+                        events.push(ContactEvent {
+                            time: end,
+                            a,
+                            b,
+                            up: false,
+                        });
+                    }
+                }
+            }
+        }
     }
     // Down before up for the same pair at the same time (a one-site round of exactly
     // the period): `false < true`.
@@ -480,6 +511,31 @@ pub fn data_mule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mules_at_the_same_site_meet_each_other() {
+        // Two mules and one site: both dwell there from the start of each round.
+        let ev = data_mule(3, &[0, 1], 3600, 600, 60, 3 * 3_600_000, 7);
+        let pair: Vec<_> = ev.iter().filter(|e| (e.a, e.b) == (0, 1)).collect();
+        assert_eq!(pair.len(), 6, "three rounds, one meeting each: {pair:?}");
+        for w in pair.chunks(2) {
+            assert!(w[0].up && !w[1].up && w[1].time - w[0].time == 600_000);
+        }
+        // Mules on different sites at the same time do not meet.
+        let ev = data_mule(4, &[0, 1], 3600, 600, 60, 3_600_000, 7);
+        let mut at: std::collections::BTreeMap<NodeIndex, Vec<(NodeIndex, bool)>> =
+            Default::default();
+        for e in &ev {
+            if e.a >= 2 || e.b < 2 {
+                continue;
+            }
+            at.entry(e.a).or_default().push((e.b, e.up));
+        }
+        let met = ev.iter().any(|e| (e.a, e.b) == (0, 1));
+        let same_first_site =
+            at.get(&0).and_then(|v| v.first()) == at.get(&1).and_then(|v| v.first());
+        assert_eq!(met, same_first_site, "{ev:?}");
+    }
     use std::collections::BTreeMap;
 
     /// Sorted, `a < b`, alternating per pair starting with up, all closed by the end.
