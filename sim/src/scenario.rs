@@ -259,6 +259,38 @@ pub enum ScenarioError {
     },
 }
 
+/// Prefixes a validation message that starts with a field (`link.mtu must …`,
+/// `contacts.mules: …`, `lifetime_s …`) with the line that sets it, when the text has
+/// one: `line 12: link.mtu must …`.
+fn with_line(text: &str, msg: &str) -> String {
+    let field = msg
+        .split(|c: char| c == ' ' || c == ':')
+        .next()
+        .unwrap_or_default();
+    let (section, key) = match field.rsplit_once('.') {
+        Some((sec, key)) => (sec, key),
+        None => ("", field),
+    };
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return msg.to_owned();
+    }
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(h) = t.strip_prefix('[').and_then(|h| h.split(']').next()) {
+            current = h.trim().trim_matches('[').trim().to_owned();
+            continue;
+        }
+        let sets_key = t
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.trim_start().starts_with('='));
+        if sets_key && current == section {
+            return format!("line {}: {msg}", n + 1);
+        }
+    }
+    msg.to_owned()
+}
+
 fn invalid(msg: impl Into<String>) -> ScenarioError {
     ScenarioError::Invalid(msg.into())
 }
@@ -271,7 +303,10 @@ impl Scenario {
         }
         let scenario: Scenario = toml::from_str(text)
             .map_err(|e| ScenarioError::Syntax(ferry_router::config::toml_error_line(text, &e)))?;
-        scenario.validate()?;
+        scenario.validate().map_err(|e| match e {
+            ScenarioError::Invalid(msg) => ScenarioError::Invalid(with_line(text, &msg)),
+            other => other,
+        })?;
         Ok(scenario)
     }
 
@@ -786,6 +821,13 @@ path = "m.txt"
         }
     }
 
+    /// The message without its `line N: ` prefix.
+    fn field_msg(m: &str) -> &str {
+        m.split_once(": ")
+            .filter(|(l, _)| l.starts_with("line "))
+            .map_or(m, |(_, rest)| rest)
+    }
+
     fn scenarios_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
     }
@@ -957,7 +999,7 @@ path = "m.txt"
         for (source, from, to) in cases {
             let text = synthetic(&source.replace(from, to), UNIFORM);
             let got = invalid_msg(&text);
-            assert!(got.starts_with("contacts"), "{to}: {got}");
+            assert!(field_msg(&got).starts_with("contacts"), "{to}: {got}");
         }
         let cases: &[(&str, &str)] = &[
             ("size_min = 10", "size_min = 30"),
@@ -977,7 +1019,7 @@ path = "m.txt"
         for (from, to) in cases {
             let text = synthetic(RWP, &UNIFORM.replacen(from, to, 1));
             let got = invalid_msg(&text);
-            assert!(got.starts_with("messages"), "{to}: {got}");
+            assert!(field_msg(&got).starts_with("messages"), "{to}: {got}");
         }
     }
 
@@ -1144,6 +1186,20 @@ path = "m.txt"
         assert_eq!(c.iter().filter(|e| e.up).count() * 2, c.len());
         let m = s.messages(&base).unwrap();
         assert_eq!(m.len(), 100_000);
+    }
+
+    #[test]
+    fn validation_errors_name_the_line_of_the_field() {
+        // MINIMAL starts with a newline: `bitrate_bytes` is on line 7, `lifetime_s` on 5.
+        let m = invalid_msg(&with("", ("bitrate_bytes = 10000", "bitrate_bytes = 0")));
+        assert!(m.starts_with("line 7: link.bitrate_bytes"), "{m}");
+        let m = invalid_msg(&with("", ("lifetime_s = 60", "lifetime_s = 0")));
+        assert!(m.starts_with("line 5: lifetime_s"), "{m}");
+        // A rule about a missing field keeps its message as it is.
+        assert_eq!(
+            with_line("nodes = 3\n", "link.mtu must be at least 1"),
+            "link.mtu must be at least 1"
+        );
     }
 
     #[test]
