@@ -263,10 +263,7 @@ pub enum ScenarioError {
 /// `contacts.mules: …`, `lifetime_s …`) with the line that sets it, when the text has
 /// one: `line 12: link.mtu must …`.
 fn with_line(text: &str, msg: &str) -> String {
-    let field = msg
-        .split(|c: char| c == ' ' || c == ':')
-        .next()
-        .unwrap_or_default();
+    let field = msg.split([' ', ':']).next().unwrap_or_default();
     let (section, key) = match field.rsplit_once('.') {
         Some((sec, key)) => (sec, key),
         None => ("", field),
