@@ -345,6 +345,14 @@ impl Keyring {
         Some(verifying)
     }
 
+    /// Computes and caches the pair secret shared with `peer` now, so that a later
+    /// seal for `peer` or open of a bundle from `peer` does no key agreement (the
+    /// simulator warms its nodes' caches on a second thread). `false` if `peer` is
+    /// not a valid key.
+    pub fn prepare_pair(&self, peer: &NodeId) -> bool {
+        self.pair_secret(peer).is_some()
+    }
+
     fn pair_secret(&self, peer: &NodeId) -> Option<[u8; 32]> {
         if let Ok(mut c) = self.peers.lock() {
             if let Some(k) = c.get(peer).and_then(|e| e.pair.as_ref().map(|k| **k)) {

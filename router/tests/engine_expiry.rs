@@ -101,10 +101,17 @@ fn an_idle_node_wakes_for_the_next_expiry_not_every_few_seconds() {
         "{t:?} at {:?}",
         net.now
     );
-    // With a link up, purges (and answer timeouts) come every 5 s again.
+    // With a link up and an answer awaited (node 1 is silent: node 0's
+    // reconciliation round goes unanswered), the next wake-up is when that answer
+    // times out (60 s), not every 5 s either.
+    net.nodes[1].mute = true;
+    let asked = net.now.0;
     net.up(0, 1);
     net.run_for(100);
-    let now = net.now.0;
+    assert_eq!(net.nodes[0].engine.stats().sessions, 1);
     let t = net.nodes[0].engine.poll_timeout().expect("a timer");
-    assert!(t.0 <= now + 5_000, "{t:?} at {now}");
+    assert_eq!(t.0, asked + 60_001, "{t:?}");
+    // Then the round is given up and a new one starts.
+    net.run_for(60_001);
+    assert_eq!(net.nodes[0].engine.stats().sessions, 2);
 }

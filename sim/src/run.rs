@@ -38,6 +38,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use ferry_cl_api::{LinkCaps, LinkId, TransferId};
@@ -115,6 +116,18 @@ pub enum RunError {
     /// Making the realm failed.
     #[error("realm: {0}")]
     Realm(#[from] ferry_core::RealmError),
+    /// Reserving a message's sequence number failed.
+    #[error("node {node}: reserving a sequence number: {source}")]
+    Sequence {
+        /// The message's source.
+        node: NodeIndex,
+        /// Why.
+        #[source]
+        source: EngineError,
+    },
+    /// The sealing thread stopped before sealing every message.
+    #[error("the sealing thread stopped early")]
+    SealThread,
     /// Sealing a message failed.
     #[error("sealing message {id}: {source}")]
     Seal {
@@ -196,6 +209,68 @@ struct NodeState {
     silent_until: u64,
     /// The node's bundle transmitter when one transfer per node.
     tx: Tx,
+}
+
+/// Sealed messages the sealing thread may be ahead of the event loop.
+const SEAL_AHEAD: usize = 4096;
+
+/// One message for the sealing thread.
+struct SealJob {
+    id: String,
+    from: Arc<Keyring>,
+    to: Arc<Keyring>,
+    params: Result<SealParams, RunError>,
+    payload: [u8; 8],
+}
+
+/// Seals the messages in order (pair mode draws no randomness, so the bundles are
+/// the ones the loop would seal itself) and warms each destination's pair-secret
+/// cache for opening it: the key agreements, the costliest part of a message's
+/// life in the simulator, run on a second core, ahead of the loop.
+fn seal_ahead(jobs: Vec<SealJob>, tx: &SyncSender<Result<Bundle, RunError>>) {
+    let mut no_rng = NoRandomness;
+    for job in jobs {
+        let sealed = job.params.and_then(|params| {
+            let b = job
+                .from
+                .seal(&params, &job.payload, &mut no_rng)
+                .map_err(|source| RunError::Seal {
+                    id: job.id.clone(),
+                    source,
+                })?;
+            job.to.prepare_pair(&job.from.node_id());
+            Ok(b)
+        });
+        if tx.send(sealed).is_err() {
+            return;
+        }
+    }
+}
+
+/// The RNG given to [`Keyring::seal`] for pair-mode bundles, which draw none; a
+/// draw would be a bug, so it panics rather than hand out bytes.
+struct NoRandomness;
+
+impl RngCore for NoRandomness {
+    fn next_u32(&mut self) -> u32 {
+        unreachable!("pair-mode sealing draws no randomness")
+    }
+    fn next_u64(&mut self) -> u64 {
+        unreachable!("pair-mode sealing draws no randomness")
+    }
+    fn fill_bytes(&mut self, _: &mut [u8]) {
+        unreachable!("pair-mode sealing draws no randomness")
+    }
+    fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand_chacha::rand_core::Error> {
+        unreachable!("pair-mode sealing draws no randomness")
+    }
+}
+
+impl rand_chacha::rand_core::CryptoRng for NoRandomness {}
+
+/// Whole simulated seconds at `us`, as an offset from [`T0`].
+fn wall_secs(us: u64) -> u32 {
+    (us / 1_000_000).min(u64::from(u32::MAX - T0)) as u32
 }
 
 #[derive(Debug)]
@@ -420,6 +495,9 @@ pub fn run_observed(
         policy: policy.clone(),
         hop_limit: scenario.routing.hop_limit,
         deliver_payload: false,
+        // An in-memory commit costs nothing: commit at the end of every input rather
+        // than grouping for 5 ms (acks leave up to 5 ms earlier than on a real node).
+        commit_delay: Millis(0),
         ..EngineConfig::default()
     };
     let mut nodes = Vec::with_capacity(n as usize);
@@ -474,101 +552,127 @@ pub fn run_observed(
     for i in 0..n {
         sim.reschedule(i);
     }
-
-    let end_us = scenario.duration_s.saturating_mul(1_000_000);
-    let interval_us = scenario
-        .report
-        .occupancy_interval_s
-        .saturating_mul(1_000_000);
-    let mut samples = Vec::new();
-    let mut next_sample = 0u64;
-    let (mut ci, mut mi) = (0usize, 0usize);
-    let (mut instant, mut at_instant) = (u64::MAX, 0u64);
-    let step_us = (end_us / 100).max(1);
-    let mut next_progress = step_us;
-    loop {
-        let th = sim.heap.peek().map(|e| e.at);
-        let tm = order
-            .get(mi)
-            .map(|&i| messages[i as usize].time.saturating_mul(1000));
-        let tc = contacts.get(ci).map(|c| c.time.saturating_mul(1000));
-        let Some(t) = [th, tm, tc].into_iter().flatten().min() else {
-            break;
-        };
-        if t > end_us {
-            break;
-        }
-        if t >= next_progress {
-            progress(t / 1_000_000, scenario.duration_s);
-            next_progress = (t / step_us + 1).saturating_mul(step_us);
-        }
-        while interval_us > 0 && next_sample < t {
-            samples.push(sim.sample(next_sample));
-            next_sample += interval_us;
-        }
-        if t == instant {
-            at_instant += 1;
-            if at_instant > MAX_EVENTS_PER_INSTANT {
-                return Err(RunError::Stuck { time_ms: t / 1000 });
-            }
-        } else {
-            (instant, at_instant) = (t, 0);
-        }
-        sim.now_us = sim.now_us.max(t);
-        sim.c.events += 1;
-        if th == Some(t) {
-            if let Some(ev) = sim.heap.pop() {
-                sim.on_event(ev);
-            }
-        } else if tm == Some(t) {
-            let i = order[mi];
-            mi += 1;
-            sim.create(i, &messages[i as usize])?;
-        } else {
-            let c = contacts[ci];
-            ci += 1;
-            if c.up {
-                sim.contact_up(c.a, c.b);
-            } else {
-                sim.contact_down(c.a, c.b);
-            }
-        }
-        sim.pump();
-    }
-    while interval_us > 0 && next_sample <= end_us {
-        samples.push(sim.sample(next_sample));
-        next_sample += interval_us;
-    }
-    let mut outcomes: Vec<Option<MessageOutcome>> = vec![None; messages.len()];
-    for rec in &sim.msgs {
-        if let Some(slot) = outcomes.get_mut(rec.index as usize) {
-            *slot = Some(MessageOutcome {
-                id: messages[rec.index as usize].id.clone(),
-                created_ms: rec.created_us / 1000,
-                delivered_ms: rec.delivered_us.map(|d| d / 1000),
-                hops: rec.delivered_us.map(|_| rec.hops),
-            });
-        }
-    }
-    let outcomes = outcomes
-        .into_iter()
-        .zip(messages)
-        .map(|(o, m)| {
-            o.unwrap_or_else(|| MessageOutcome {
-                id: m.id.clone(),
-                created_ms: m.time,
-                delivered_ms: None,
-                hops: None,
-            })
-        })
-        .collect();
-    Ok((sim.report(policy_label(&policy), samples), outcomes))
+    let jobs = sim.seal_jobs(messages, &order);
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_AHEAD);
+        scope.spawn(move || seal_ahead(jobs, &tx));
+        sim.run_loop(
+            contacts,
+            messages,
+            &order,
+            &rx,
+            progress,
+            policy_label(&policy),
+        )
+    })
 }
 
 impl Sim<'_> {
+    /// The event loop, with sealed messages coming from `sealed` in message order.
+    fn run_loop(
+        self,
+        contacts: Vec<ContactEvent>,
+        messages: &[MessageEvent],
+        order: &[u32],
+        sealed: &Receiver<Result<Bundle, RunError>>,
+        progress: &mut dyn FnMut(u64, u64),
+        label: String,
+    ) -> Result<(Report, Vec<MessageOutcome>), RunError> {
+        let mut sim = self;
+        let scenario = sim.scenario;
+        let end_us = scenario.duration_s.saturating_mul(1_000_000);
+        let interval_us = scenario
+            .report
+            .occupancy_interval_s
+            .saturating_mul(1_000_000);
+        let mut samples = Vec::new();
+        let mut next_sample = 0u64;
+        let (mut ci, mut mi) = (0usize, 0usize);
+        let (mut instant, mut at_instant) = (u64::MAX, 0u64);
+        let step_us = (end_us / 100).max(1);
+        let mut next_progress = step_us;
+        loop {
+            let th = sim.heap.peek().map(|e| e.at);
+            let tm = order
+                .get(mi)
+                .map(|&i| messages[i as usize].time.saturating_mul(1000));
+            let tc = contacts.get(ci).map(|c| c.time.saturating_mul(1000));
+            let Some(t) = [th, tm, tc].into_iter().flatten().min() else {
+                break;
+            };
+            if t > end_us {
+                break;
+            }
+            if t >= next_progress {
+                progress(t / 1_000_000, scenario.duration_s);
+                next_progress = (t / step_us + 1).saturating_mul(step_us);
+            }
+            while interval_us > 0 && next_sample < t {
+                samples.push(sim.sample(next_sample));
+                next_sample += interval_us;
+            }
+            if t == instant {
+                at_instant += 1;
+                if at_instant > MAX_EVENTS_PER_INSTANT {
+                    return Err(RunError::Stuck { time_ms: t / 1000 });
+                }
+            } else {
+                (instant, at_instant) = (t, 0);
+            }
+            sim.now_us = sim.now_us.max(t);
+            sim.c.events += 1;
+            if th == Some(t) {
+                if let Some(ev) = sim.heap.pop() {
+                    sim.on_event(ev);
+                }
+            } else if tm == Some(t) {
+                let i = order[mi];
+                mi += 1;
+                let bundle = sealed.recv().map_err(|_| RunError::SealThread)?;
+                sim.create(i, &messages[i as usize], bundle)?;
+            } else {
+                let c = contacts[ci];
+                ci += 1;
+                if c.up {
+                    sim.contact_up(c.a, c.b);
+                } else {
+                    sim.contact_down(c.a, c.b);
+                }
+            }
+            sim.pump();
+        }
+        while interval_us > 0 && next_sample <= end_us {
+            samples.push(sim.sample(next_sample));
+            next_sample += interval_us;
+        }
+        let mut outcomes: Vec<Option<MessageOutcome>> = vec![None; messages.len()];
+        for rec in &sim.msgs {
+            if let Some(slot) = outcomes.get_mut(rec.index as usize) {
+                *slot = Some(MessageOutcome {
+                    id: messages[rec.index as usize].id.clone(),
+                    created_ms: rec.created_us / 1000,
+                    delivered_ms: rec.delivered_us.map(|d| d / 1000),
+                    hops: rec.delivered_us.map(|_| rec.hops),
+                });
+            }
+        }
+        let outcomes = outcomes
+            .into_iter()
+            .zip(messages)
+            .map(|(o, m)| {
+                o.unwrap_or_else(|| MessageOutcome {
+                    id: m.id.clone(),
+                    created_ms: m.time,
+                    delivered_ms: None,
+                    hops: None,
+                })
+            })
+            .collect();
+        Ok((sim.report(label, samples), outcomes))
+    }
+
     fn wall(&self) -> Option<DtnTime> {
-        let secs = (self.now_us / 1_000_000).min(u64::from(u32::MAX - T0)) as u32;
-        Some(DtnTime(T0 + secs))
+        Some(DtnTime(T0 + wall_secs(self.now_us)))
     }
 
     fn push(&mut self, at: u64, kind: EvKind) {
@@ -655,37 +759,20 @@ impl Sim<'_> {
         }
     }
 
-    fn create(&mut self, index: u32, m: &MessageEvent) -> Result<(), RunError> {
-        let (from, to) = (m.from as usize, m.to as usize);
-        let sequence = match self.nodes[from].engine.next_sequence() {
-            Ok(s) => s,
-            Err(e) => {
-                self.note_error(m.from, e);
+    fn create(
+        &mut self,
+        index: u32,
+        m: &MessageEvent,
+        sealed: Result<Bundle, RunError>,
+    ) -> Result<(), RunError> {
+        let bundle = match sealed {
+            Ok(b) => b,
+            Err(RunError::Sequence { node, source }) => {
+                self.note_error(node, source);
                 return Ok(());
             }
+            Err(e) => return Err(e),
         };
-        let params = SealParams {
-            recipient: Recipient::Node {
-                id: self.nodes[to].id,
-                endpoint: None,
-            },
-            realm: REALM.into(),
-            created: self.wall(),
-            sequence,
-            lifetime: self.scenario.lifetime_s,
-            priority: Priority::Normal,
-            hop_limit: self.scenario.routing.hop_limit,
-            kind: PayloadKind::AppData,
-            ephemeral: false,
-        };
-        let payload = u64::from(index).to_le_bytes();
-        let bundle = self.nodes[from]
-            .keyring
-            .seal(&params, &payload, &mut self.rng)
-            .map_err(|source| RunError::Seal {
-                id: m.id.clone(),
-                source,
-            })?;
         let id = bundle.id();
         self.sizes.set(id, m.size);
         self.by_id.insert(id, self.msgs.len() as u32);
@@ -699,6 +786,47 @@ impl Sim<'_> {
         });
         self.feed(m.from, Input::Submit { bundle });
         Ok(())
+    }
+
+    /// What the sealing thread needs for every message, in message order. Each
+    /// message's sequence number is reserved here, before the run (receipts get
+    /// the numbers after them), so that sealing does not depend on the run.
+    fn seal_jobs(&mut self, messages: &[MessageEvent], order: &[u32]) -> Vec<SealJob> {
+        order
+            .iter()
+            .map(|&i| {
+                let m = &messages[i as usize];
+                let (from, to) = (m.from as usize, m.to as usize);
+                let sequence =
+                    self.nodes[from]
+                        .engine
+                        .next_sequence()
+                        .map_err(|source| RunError::Sequence {
+                            node: m.from,
+                            source,
+                        });
+                SealJob {
+                    id: m.id.clone(),
+                    from: self.nodes[from].keyring.clone(),
+                    to: self.nodes[to].keyring.clone(),
+                    params: sequence.map(|sequence| SealParams {
+                        recipient: Recipient::Node {
+                            id: self.nodes[to].id,
+                            endpoint: None,
+                        },
+                        realm: REALM.into(),
+                        created: Some(DtnTime(T0 + wall_secs(m.time.saturating_mul(1000)))),
+                        sequence,
+                        lifetime: self.scenario.lifetime_s,
+                        priority: Priority::Normal,
+                        hop_limit: self.scenario.routing.hop_limit,
+                        kind: PayloadKind::AppData,
+                        ephemeral: false,
+                    }),
+                    payload: u64::from(i).to_le_bytes(),
+                }
+            })
+            .collect()
     }
 
     fn contact_up(&mut self, a: NodeIndex, b: NodeIndex) {

@@ -799,15 +799,16 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     /// When the next purge is due (see the module docs' *Expiry*): every
-    /// `purge_interval` while links or carriers are up, without a wall clock or with
-    /// clockless bundles aging here; otherwise at the earliest stored expiry, at the
-    /// latest `purge_max_interval` from now.
+    /// `purge_interval` while carriers are up, without a wall clock or with
+    /// clockless bundles aging here; otherwise at the earliest stored expiry or the
+    /// earliest time an answer a link awaits can go stale, at the latest
+    /// `purge_max_interval` from now.
     pub(crate) fn purge_due(&self) -> Result<Millis, EngineError> {
         let regular = self.now + self.config.purge_interval;
         let Some(w) = self.wall_secs() else {
             return Ok(regular);
         };
-        if !self.links.is_empty() || !self.carriers.is_empty() || self.aging.len() > 0 {
+        if !self.carriers.is_empty() || self.aging.len() > 0 {
             return Ok(regular);
         }
         let mut due = self.now
@@ -815,6 +816,9 @@ impl<S: CustodyStore> Engine<S> {
                 .config
                 .purge_max_interval
                 .max(self.config.purge_interval);
+        if let Some(a) = self.answer_due {
+            due = due.min(a.max(self.now));
+        }
         if let Some(e) = self.store.next_expiry()? {
             due = due.min(self.now + Millis(e.saturating_sub(w).saturating_mul(1000)));
         }

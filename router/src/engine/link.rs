@@ -155,6 +155,22 @@ impl Link {
         }
     }
 
+    /// Since when the oldest answer this link awaits has been awaited: an offer, a
+    /// custody acknowledgment, a wanted bundle, a reconciliation reply.
+    pub(crate) fn oldest_wait(&self) -> Option<Millis> {
+        let out = self.outbound.values().filter_map(|o| match o.state {
+            OutState::Offered { at, .. } | OutState::Sent { at } => Some(at),
+            OutState::Queued | OutState::InFlight { .. } => None,
+        });
+        let wanted = self.wanted.values().map(|(_, at)| *at);
+        let session = self
+            .session
+            .as_ref()
+            .filter(|s| s.pending.is_none())
+            .map(|s| s.sent_at);
+        out.chain(wanted).chain(session).min()
+    }
+
     /// Outbound keys whose offer or custody acknowledgment has waited since before
     /// `cutoff`, and wanted keys asked for before it.
     pub(crate) fn stale(&self, cutoff: Millis) -> (Vec<Key>, Vec<Key>) {

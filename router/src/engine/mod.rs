@@ -208,9 +208,11 @@
 //!
 //! # Expiry and hop limit
 //!
-//! The engine purges every [`EngineConfig::purge_interval`] while links or carriers
-//! are up (or without a wall clock), otherwise at the earliest expiry among its
-//! stored bundles and at least every [`EngineConfig::purge_max_interval`]. A purge
+//! The engine purges every [`EngineConfig::purge_interval`] while carriers are up
+//! (or without a wall clock), otherwise at the earliest expiry among its stored
+//! bundles or the earliest time an answer a link awaits can pass
+//! [`EngineConfig::answer_timeout`], and at least every
+//! [`EngineConfig::purge_max_interval`]. A purge
 //! removes bundles whose `expires_at` has passed on the wall clock (DTN seconds; for bundles without a
 //! creation time it is computed on arrival as `wall + lifetime − age`) and, on a node
 //! without a wall clock, bundles without a creation time whose age plus the time held
@@ -301,16 +303,18 @@ pub struct EngineConfig {
     /// Bytes buffered before a commit is forced (default 8 MiB; a larger bundle is
     /// committed alone, at once).
     pub commit_batch_bytes: u64,
-    /// Longest a bundle waits in the commit buffer (default 5 ms).
+    /// Longest a bundle waits in the commit buffer (default 5 ms). Zero commits at
+    /// the end of every input instead (no group commit, no commit timer): for stores
+    /// whose commits cost nothing, such as the simulator's in-memory one.
     pub commit_delay: Millis,
     /// Time between purges (expired bundles, answer timeouts, old seen-set entries)
-    /// while links or carriers are up, on a node without a wall clock, or with
-    /// clockless bundles in the age table (default 5 s).
+    /// while carriers are up, on a node without a wall clock, or with clockless
+    /// bundles in the age table (default 5 s).
     pub purge_interval: Millis,
-    /// Otherwise the next purge comes at the earliest expiry among stored bundles, and
-    /// at the latest this long after the last (default 5 min): an idle node does not
-    /// wake up every few seconds (a Pi on a battery; thousands of nodes in the
-    /// simulator).
+    /// Otherwise the next purge comes at the earliest expiry among stored bundles or
+    /// when an answer a link awaits times out, and at the latest this long after the
+    /// last (default 5 min): a node does not wake up every few seconds for nothing (a
+    /// Pi on a battery; thousands of nodes in the simulator).
     pub purge_max_interval: Millis,
     /// Per-link cap on outstanding bundles each way (default 1024).
     pub link_queue: usize,
@@ -743,6 +747,8 @@ pub struct Engine<S: CustodyStore> {
     fetching: BTreeMap<Key, LinkId>,
     in_flight_bytes: u64,
     next_purge: Millis,
+    /// The earliest time an answer a link awaits can go stale (a purge finds it).
+    answer_due: Option<Millis>,
     redeliver: Redeliver,
     /// Round-robin position among links.
     rr_after: Option<LinkId>,
@@ -800,6 +806,7 @@ impl<S: CustodyStore> Engine<S> {
             fetching: BTreeMap::new(),
             in_flight_bytes: 0,
             next_purge: now,
+            answer_due: None,
             redeliver: Redeliver::start(),
             rr_after: None,
             deferred: false,
@@ -857,9 +864,12 @@ impl<S: CustodyStore> Engine<S> {
             } => self.on_carried(link, bundle, copies)?,
             Input::CarrierExport { link } => self.carrier_export(link),
         }
-        if !self.links.is_empty() || !self.carriers.is_empty() {
-            // Answer timeouts are checked at each purge.
+        if !self.carriers.is_empty() {
             self.next_purge = self.next_purge.min(self.now + self.config.purge_interval);
+        }
+        if let Some(due) = self.answer_due {
+            // Answer timeouts are checked at a purge.
+            self.next_purge = self.next_purge.min(due.max(self.now));
         }
         self.service()
     }
@@ -988,12 +998,17 @@ impl<S: CustodyStore> Engine<S> {
     /// Work that follows every event: reconciliation and offers, transmissions.
     fn service(&mut self) -> Result<(), EngineError> {
         self.deferred = false;
-        if self.pending_full() || self.writes.len() >= MAX_QUEUED_WRITES {
+        let at_once = self.config.commit_delay == Millis(0)
+            && (self.pending_live > 0 || self.writes.len() > 0);
+        if at_once || self.pending_full() || self.writes.len() >= MAX_QUEUED_WRITES {
             self.flush()?;
         }
         self.drive_links()?;
         self.pump_sends()?;
         self.drive_carriers()?;
+        if self.config.commit_delay == Millis(0) && self.writes.len() > 0 {
+            self.flush_writes()?;
+        }
         Ok(())
     }
 }
@@ -1008,6 +1023,52 @@ mod tests {
     fn engines_move_between_threads() {
         send::<Engine<ferry_storage::MemStore>>();
         send::<Engine<ferry_storage::LmdbStore>>();
+    }
+
+    #[test]
+    fn a_zero_commit_delay_commits_within_the_input() {
+        use ferry_core::{PayloadKind, Priority, Realm, Recipient, SealParams};
+        let realm = Realm::new("valley", [7; 32]).unwrap();
+        let node = |seed| {
+            Arc::new(Keyring::new(
+                ferry_core::Identity::from_seed([seed; 32]),
+                vec![realm.clone()],
+            ))
+        };
+        let (ka, kb) = (node(1), node(2));
+        let wall = Some(DtnTime(800_000_000));
+        for (delay, at_once) in [(Millis(0), true), (Millis(5), false)] {
+            let store = Arc::new(ferry_storage::MemStore::default());
+            let config = EngineConfig {
+                commit_delay: delay,
+                ..EngineConfig::default()
+            };
+            let mut a = Engine::new(store.clone(), ka.clone(), config, Millis(0));
+            let params = SealParams {
+                recipient: Recipient::Node {
+                    id: kb.node_id(),
+                    endpoint: None,
+                },
+                realm: "valley".into(),
+                created: wall,
+                sequence: a.next_sequence().unwrap(),
+                lifetime: 3600,
+                priority: Priority::Normal,
+                hop_limit: 8,
+                kind: PayloadKind::AppData,
+                ephemeral: false,
+            };
+            let bundle = ka
+                .seal(&params, b"now", &mut ferry_core::rand_core::OsRng)
+                .unwrap();
+            let id = bundle.id();
+            a.handle_input(Millis(10), wall, Input::Submit { bundle })
+                .unwrap();
+            let stored = std::iter::from_fn(|| a.poll_output())
+                .any(|o| matches!(o, Output::Stored { id: s, .. } if s == id));
+            assert_eq!(stored, at_once, "delay {delay:?}");
+            assert_eq!(store.contains(&id).unwrap(), at_once, "delay {delay:?}");
+        }
     }
 
     #[test]

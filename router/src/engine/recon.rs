@@ -169,7 +169,12 @@ impl Acc {
     }
 
     fn fingerprint(&self) -> [u8; FINGERPRINT_LEN] {
-        let mut h = blake3::Hasher::new_derive_key("ferry v1 recon fingerprint");
+        // Deriving the key from the context string costs two compressions more than
+        // the fingerprint itself: derive it once.
+        static KEYED: std::sync::OnceLock<blake3::Hasher> = std::sync::OnceLock::new();
+        let mut h = KEYED
+            .get_or_init(|| blake3::Hasher::new_derive_key("ferry v1 recon fingerprint"))
+            .clone();
         h.update(&self.sum.to_le_bytes());
         h.update(&self.count.to_le_bytes());
         let mut fp = [0u8; FINGERPRINT_LEN];

@@ -18,8 +18,17 @@ use super::{
     CloseReason, Engine, EngineError, Output, RemoveReason, MAX_HAVE_SCANS, MAX_LINK_SCANS,
 };
 
-/// Ids read from the store per `ids_after` call while scanning.
+/// Most ids read from the store per `ids_after` call while scanning.
 const SCAN_PAGE: usize = 1024;
+/// Ids read by the first `ids_after` call of a scan; each further call reads four
+/// times more, up to [`SCAN_PAGE`]: most scanned ranges are small (a mismatching
+/// reconciliation bucket, a have-range), and a page reads past the range's end.
+const FIRST_SCAN_PAGE: usize = 16;
+
+/// The page size after `page`.
+fn next_page(page: usize) -> usize {
+    page.saturating_mul(4).min(SCAN_PAGE)
+}
 /// Ids a have-scan examines per link per call before deferring.
 const SCAN_BUDGET: usize = 4096;
 /// Encoded size of the largest offer item (id and a 5-byte varint).
@@ -51,8 +60,10 @@ impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
         f: &mut dyn FnMut(&BundleId) -> bool,
     ) -> Result<(), StoreError> {
         let mut after = before(lo);
+        let mut size = FIRST_SCAN_PAGE;
         loop {
-            let page = ids_after(self.0, self.1, after.as_ref(), SCAN_PAGE)?;
+            let page = ids_after(self.0, self.1, after.as_ref(), size)?;
+            size = next_page(size);
             for id in &page.ids {
                 let k = key_of(id);
                 if k < *lo {
@@ -68,6 +79,14 @@ impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
             }
         }
     }
+}
+
+/// Notes that `l` awaits an answer since `now`: the purge that would find it stale
+/// is due by then.
+fn await_answer(due: &mut Option<Millis>, now: Millis, l: &Link, base: Millis) {
+    // Stale once strictly older than the timeout.
+    let at = now + l.answer_timeout(base) + Millis(1);
+    *due = Some(due.map_or(at, |d| d.min(at)));
 }
 
 /// What considering a bundle for a link gave.
@@ -194,6 +213,7 @@ impl<S: CustodyStore> Engine<S> {
             pending: None,
             sent_at: self.now,
         });
+        await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
         l.resync = false;
         let msg = recon::initiate(&StoreIds(&*self.store, &self.writes), &params)?;
         self.stats.sessions += 1;
@@ -311,6 +331,7 @@ impl<S: CustodyStore> Engine<S> {
                 if let Some(s) = l.session.as_mut() {
                     if l.have_scans.len() <= MAX_HAVE_SCANS {
                         s.sent_at = now;
+                        await_answer(&mut self.answer_due, now, l, self.config.answer_timeout);
                         self.send_frame(link, &Frame::ReconRequest(next));
                     } else {
                         s.pending = Some(next);
@@ -430,6 +451,7 @@ impl<S: CustodyStore> Engine<S> {
             return Considered::Offered;
         }
         l.outbound.insert(key, out);
+        await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
         l.offer_batch.push(OfferItem {
             id: info.id,
             copies: split.max(1),
@@ -476,6 +498,7 @@ impl<S: CustodyStore> Engine<S> {
                 continue;
             }
             l.wanted.insert(key, (it.copies.max(1), self.now));
+            await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
             self.fetching.insert(key, link);
             want.push(key);
         }
@@ -572,6 +595,7 @@ impl<S: CustodyStore> Engine<S> {
             if let OutState::InFlight { bytes, .. } = o.state {
                 self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
                 o.state = OutState::Sent { at: self.now };
+                await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
             }
         }
     }
@@ -581,6 +605,7 @@ impl<S: CustodyStore> Engine<S> {
     /// and reconciles again.
     pub(crate) fn sweep_stale(&mut self) {
         let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        self.answer_due = None;
         for link in ids {
             let Some(l) = self.links.get(&link) else {
                 continue;
@@ -613,6 +638,13 @@ impl<S: CustodyStore> Engine<S> {
                     l.session = None;
                 }
                 l.resync = true;
+            }
+        }
+        // What is still awaited: the earliest it can go stale.
+        for l in self.links.values() {
+            if let Some(at) = l.oldest_wait() {
+                let due = at + l.answer_timeout(self.config.answer_timeout) + Millis(1);
+                self.answer_due = Some(self.answer_due.map_or(due, |d| d.min(due)));
             }
         }
     }
@@ -664,6 +696,7 @@ impl<S: CustodyStore> Engine<S> {
                 if let Some(s) = l.session.as_mut() {
                     if let Some(next) = s.pending.take() {
                         s.sent_at = now;
+                        await_answer(&mut self.answer_due, now, l, self.config.answer_timeout);
                         self.send_frame(link, &Frame::ReconRequest(next));
                     }
                 }
@@ -701,13 +734,15 @@ impl<S: CustodyStore> Engine<S> {
             let mut ids = Vec::with_capacity(limit);
             let mut cursor = after.or(before(&lo));
             let mut finished = false;
+            let mut size = FIRST_SCAN_PAGE;
             while ids.len() < limit {
                 let page = ids_after(
                     &*self.store,
                     &self.writes,
                     cursor.as_ref(),
-                    limit - ids.len(),
+                    (limit - ids.len()).min(size),
                 )?;
+                size = next_page(size);
                 for id in page.ids {
                     if !hi.above(&key_of(&id)) {
                         finished = true;
