@@ -114,6 +114,8 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod error;
 pub mod lmdb;
 pub mod mem;

@@ -192,6 +192,21 @@ impl PriorityCursor {
     pub fn insertion(&self) -> u64 {
         self.insertion
     }
+
+    /// A cursor positioned at the record of `priority` with this insertion number,
+    /// for [`CustodyStore`](crate::CustodyStore) implementations outside this crate.
+    pub fn new(priority: Priority, insertion: u64) -> Self {
+        Self {
+            inv_priority: 255 - priority as u8,
+            insertion,
+        }
+    }
+
+    /// The priority of the record this cursor is positioned at, as `255 − priority`
+    /// (ascending is the listing order).
+    pub fn inv_priority(&self) -> u8 {
+        self.inv_priority
+    }
 }
 
 /// Position after which [`CustodyStore::by_destination`](crate::CustodyStore::by_destination)
@@ -206,6 +221,21 @@ impl DestinationCursor {
     /// The insertion number of the last record of the page this cursor ends.
     pub fn insertion(&self) -> u64 {
         self.insertion
+    }
+
+    /// A cursor positioned at the record of `destination` with this insertion
+    /// number, for [`CustodyStore`](crate::CustodyStore) implementations outside
+    /// this crate.
+    pub fn new(destination: Destination, insertion: u64) -> Self {
+        Self {
+            destination,
+            insertion,
+        }
+    }
+
+    /// The destination this cursor belongs to.
+    pub fn destination(&self) -> &Destination {
+        &self.destination
     }
 }
 
