@@ -213,7 +213,12 @@ impl<S: CustodyStore> Engine<S> {
             pending: None,
             sent_at: self.now,
         });
-        await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
+        await_answer(
+            &mut self.answer_due,
+            self.now,
+            l,
+            self.config.answer_timeout,
+        );
         l.resync = false;
         let msg = recon::initiate(&StoreIds(&*self.store, &self.writes), &params)?;
         self.stats.sessions += 1;
@@ -451,7 +456,12 @@ impl<S: CustodyStore> Engine<S> {
             return Considered::Offered;
         }
         l.outbound.insert(key, out);
-        await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
+        await_answer(
+            &mut self.answer_due,
+            self.now,
+            l,
+            self.config.answer_timeout,
+        );
         l.offer_batch.push(OfferItem {
             id: info.id,
             copies: split.max(1),
@@ -498,7 +508,12 @@ impl<S: CustodyStore> Engine<S> {
                 continue;
             }
             l.wanted.insert(key, (it.copies.max(1), self.now));
-            await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
+            await_answer(
+                &mut self.answer_due,
+                self.now,
+                l,
+                self.config.answer_timeout,
+            );
             self.fetching.insert(key, link);
             want.push(key);
         }
@@ -595,7 +610,12 @@ impl<S: CustodyStore> Engine<S> {
             if let OutState::InFlight { bytes, .. } = o.state {
                 self.in_flight_bytes = self.in_flight_bytes.saturating_sub(bytes);
                 o.state = OutState::Sent { at: self.now };
-                await_answer(&mut self.answer_due, self.now, l, self.config.answer_timeout);
+                await_answer(
+                    &mut self.answer_due,
+                    self.now,
+                    l,
+                    self.config.answer_timeout,
+                );
             }
         }
     }
