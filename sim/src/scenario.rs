@@ -1200,9 +1200,16 @@ path = "m.txt"
     }
 
     #[test]
-    fn city_scenario_parses() {
-        let (s, _) = Scenario::load(&scenarios_dir().join("city-1000.toml")).unwrap();
-        assert_eq!(s.nodes, 1000);
-        assert!(s.contacts.random_waypoint_params().is_some());
+    fn city_scenarios_parse() {
+        for name in ["city-1000.toml", "city-1000-wifi.toml"] {
+            let (s, _) = Scenario::load(&scenarios_dir().join(name)).unwrap();
+            assert_eq!(s.nodes, 1000, "{name}");
+            assert!(s.contacts.random_waypoint_params().is_some(), "{name}");
+        }
+        // The same city: the Wi-Fi variant changes the link, buffers and sizes only.
+        let (a, _) = Scenario::load(&scenarios_dir().join("city-1000.toml")).unwrap();
+        let (b, _) = Scenario::load(&scenarios_dir().join("city-1000-wifi.toml")).unwrap();
+        assert_eq!(a.contacts, b.contacts);
+        assert_eq!((a.seed, a.duration_s), (b.seed, b.duration_s));
     }
 }

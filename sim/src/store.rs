@@ -237,6 +237,9 @@ fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Interned numbers per block of the seen-set's purge bounds.
+const SEEN_BLOCK: usize = 1024;
+
 #[derive(Debug)]
 struct State {
     records: HashMap<u32, Rec, Fast>,
@@ -244,8 +247,12 @@ struct State {
     seen: Vec<u32>,
     late: HashMap<u32, u64, Fast>,
     seen_count: u64,
-    /// No seen-only entry has a time below this.
-    seen_floor: u64,
+    /// Per block of [`SEEN_BLOCK`] numbers: no seen-only entry of the block has a
+    /// time below this (a lower bound; `u64::MAX`: none), so that a purge of the
+    /// seen-set scans only the blocks that may hold entries to forget (numbers are
+    /// interned in first-seen order and seen times are mostly expiries, so those are
+    /// few).
+    seen_min: Vec<u64>,
     /// Stored numbers, in byte order of their ids.
     ordered: Vec<u32>,
     /// [`prio_key`] → number.
@@ -269,7 +276,7 @@ impl State {
             seen: Vec::new(),
             late: HashMap::default(),
             seen_count: 0,
-            seen_floor: u64::MAX,
+            seen_min: Vec::new(),
             ordered: Vec::new(),
             prio: BTreeMap::new(),
             expiry: BTreeMap::new(),
@@ -341,7 +348,7 @@ impl State {
             Some(_) => {}
             None => {
                 self.set_seen(n, time);
-                self.seen_floor = self.seen_floor.min(time);
+                self.seen_only_at(n, time);
             }
         }
     }
@@ -400,8 +407,17 @@ impl State {
                 t
             }
         };
-        self.seen_floor = self.seen_floor.min(t);
+        self.seen_only_at(n, t);
         true
+    }
+
+    /// Notes that `n` is seen-only with time `t` (lowers its block's bound).
+    fn seen_only_at(&mut self, n: u32, t: u64) {
+        let b = n as usize / SEEN_BLOCK;
+        if b >= self.seen_min.len() {
+            self.seen_min.resize(b + 1, u64::MAX);
+        }
+        self.seen_min[b] = self.seen_min[b].min(t);
     }
 
     /// Stored records, oldest insertion first (a merge of the priority classes).
@@ -853,39 +869,51 @@ impl CustodyStore for SimStore {
     fn purge_seen_before(&self, t: u64, limit: usize) -> Result<u64, StoreError> {
         let limit = page_limit(limit)?;
         let (mut st, table) = self.locks();
-        if t <= st.seen_floor {
-            return Ok(0);
-        }
         let mut victims: Vec<(u64, u32)> = Vec::new();
-        let mut floor = u64::MAX;
-        for (i, &v) in st.seen.iter().enumerate() {
-            if v == 0 {
+        for b in 0..st.seen_min.len() {
+            if st.seen_min[b] >= t {
                 continue;
             }
-            let n = i as u32;
-            let time = if v == SPILLED {
-                st.late.get(&n).copied().unwrap_or(u64::MAX)
-            } else {
-                u64::from(v - 1)
-            };
-            if time >= t {
-                floor = floor.min(time);
-            } else if !st.records.contains_key(&n) {
-                victims.push((time, n));
+            let start = b * SEEN_BLOCK;
+            let end = (start + SEEN_BLOCK).min(st.seen.len());
+            let mut min = u64::MAX;
+            for i in start..end {
+                let v = st.seen[i];
+                if v == 0 {
+                    continue;
+                }
+                let n = i as u32;
+                if st.records.contains_key(&n) {
+                    continue;
+                }
+                let time = if v == SPILLED {
+                    st.late.get(&n).copied().unwrap_or(u64::MAX)
+                } else {
+                    u64::from(v - 1)
+                };
+                if time >= t {
+                    min = min.min(time);
+                } else {
+                    victims.push((time, n));
+                }
             }
+            st.seen_min[b] = min;
         }
         if victims.len() > limit {
             victims.select_nth_unstable_by(limit, |a, b| {
                 a.0.cmp(&b.0)
                     .then_with(|| table.id(a.1).cmp(&table.id(b.1)))
             });
-            floor = floor.min(victims[limit].0);
+            // Those not forgotten now stay seen-only: their blocks keep them.
+            for &(time, n) in &victims[limit..] {
+                let b = n as usize / SEEN_BLOCK;
+                st.seen_min[b] = st.seen_min[b].min(time);
+            }
             victims.truncate(limit);
         }
         for &(_, n) in &victims {
             st.forget_seen(n);
         }
-        st.seen_floor = floor;
         Ok(victims.len() as u64)
     }
 

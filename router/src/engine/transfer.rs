@@ -701,8 +701,9 @@ impl<S: CustodyStore> Engine<S> {
     /// Per link: stream have-scans into offers, send a held reconciliation round,
     /// start a resync when idle, flush the offer batch.
     pub(crate) fn drive_links(&mut self) -> Result<(), EngineError> {
-        let ids: Vec<LinkId> = self.links.keys().copied().collect();
-        for link in ids {
+        let mut cursor = None;
+        while let Some(link) = self.link_after(cursor) {
+            cursor = Some(link);
             if !self.room() {
                 self.deferred = true;
                 return Ok(());
@@ -820,6 +821,9 @@ impl<S: CustodyStore> Engine<S> {
     /// each link's `max_in_flight` and the engine's in-flight byte budget.
     pub(crate) fn pump_sends(&mut self) -> Result<(), EngineError> {
         loop {
+            if self.links.values().all(|l| l.queue.is_empty()) {
+                return Ok(());
+            }
             if !self.room() {
                 self.deferred = true;
                 return Ok(());
@@ -920,6 +924,22 @@ impl<S: CustodyStore> Engine<S> {
             bytes,
         });
         Ok(true)
+    }
+}
+
+impl<S: CustodyStore> Engine<S> {
+    /// The first link after `after` (the first of all for `None`), ascending: walks
+    /// the links while the loop body may add or remove some.
+    fn link_after(&self, after: Option<LinkId>) -> Option<LinkId> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        match after {
+            None => self.links.keys().next().copied(),
+            Some(a) => self
+                .links
+                .range((Excluded(a), Unbounded))
+                .next()
+                .map(|(k, _)| *k),
+        }
     }
 }
 
