@@ -238,7 +238,7 @@ fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), StoreErr
 }
 
 /// Interned numbers per block of the seen-set's purge bounds.
-const SEEN_BLOCK: usize = 1024;
+const SEEN_BLOCK: usize = 256;
 
 #[derive(Debug)]
 struct State {
