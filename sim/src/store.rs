@@ -48,11 +48,11 @@
 //! interner's (always in that order).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Bound, Range};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferry_core::{BundleId, Destination};
+use ferry_storage::mem::IdHash;
 use ferry_storage::{
     BundleMeta, CustodyStore, DestinationCursor, IdPage, InsertOutcome, NewRecord, Page,
     PriorityCursor, QuarantineEntry, QuotaKind, Record, RecordInfo, RoutingMeta, StoreError,
@@ -65,31 +65,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A cheap hasher for interned numbers and bundle ids (BLAKE3 outputs, already
-/// uniform; the simulator never holds ids chosen against it).
-#[derive(Debug, Clone, Copy, Default)]
-struct FastHasher(u64);
-
-const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(MIX);
-    }
-    fn write_usize(&mut self, _: usize) {}
-}
-
-type Fast = BuildHasherDefault<FastHasher>;
+/// Interned numbers and bundle ids hash cheaply (see [`IdHash`]).
+type Fast = IdHash;
 
 /// The interner's table.
 #[derive(Debug, Default)]

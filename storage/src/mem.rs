@@ -15,23 +15,18 @@ use crate::types::{
     WriteOp, WriteOutcome,
 };
 
-/// Hashes bundle ids by their first eight bytes: ids are BLAKE3 outputs, already
-/// uniform, so hashing them again (SipHash) is wasted work on the simulator's hot
-/// path. (MemStore never holds ids chosen by an adversary against it: it is the
-/// simulator's and the tests' store.)
+/// A hasher for bundle ids (BLAKE3 outputs, already uniform, so hashing them again
+/// with SipHash is wasted work on the simulator's hot path) and small numbers: an id
+/// hashes as its first eight bytes, a `u32`/`u64` as itself, both mixed by one
+/// multiply. Only for maps whose keys nobody chooses against them: the in-memory
+/// stores of the simulator and the tests.
 #[derive(Debug, Clone, Copy, Default)]
-struct IdHash;
+pub struct IdHasher(u64);
 
-impl std::hash::BuildHasher for IdHash {
-    type Hasher = IdHasher;
-    fn build_hasher(&self) -> IdHasher {
-        IdHasher(0)
-    }
-}
+/// [`IdHasher`] as a `BuildHasher` for `HashMap`/`HashSet`.
+pub type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
-/// See [`IdHash`].
-#[derive(Debug, Clone, Copy)]
-struct IdHasher(u64);
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -39,15 +34,21 @@ impl std::hash::Hasher for IdHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         // A BundleId hashes as its 32 bytes (after a length prefix, written through
-        // `write_usize`); anything else still gets every byte folded in.
+        // `write_usize`): its first eight are enough; anything else gets every byte.
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(MIX);
             if bytes.len() >= 32 {
                 break;
             }
         }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(MIX);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(MIX);
     }
     fn write_usize(&mut self, _: usize) {}
 }
