@@ -81,11 +81,11 @@ impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
     }
 }
 
-/// Notes that `l` awaits an answer since `now`: the purge that would find it stale
-/// is due by then.
-fn await_answer(due: &mut Option<Millis>, now: Millis, l: &Link, base: Millis) {
+/// Notes that `l` awaits an answer since `since`: the purge that would find it
+/// stale is due by then.
+fn await_answer(due: &mut Option<Millis>, since: Millis, l: &Link, base: Millis) {
     // Stale once strictly older than the timeout.
-    let at = now + l.answer_timeout(base) + Millis(1);
+    let at = since + l.answer_timeout(base) + Millis(1);
     *due = Some(due.map_or(at, |d| d.min(at)));
 }
 
@@ -662,9 +662,8 @@ impl<S: CustodyStore> Engine<S> {
         }
         // What is still awaited: the earliest it can go stale.
         for l in self.links.values() {
-            if let Some(at) = l.oldest_wait() {
-                let due = at + l.answer_timeout(self.config.answer_timeout) + Millis(1);
-                self.answer_due = Some(self.answer_due.map_or(due, |d| d.min(due)));
+            if let Some(since) = l.oldest_wait() {
+                await_answer(&mut self.answer_due, since, l, self.config.answer_timeout);
             }
         }
     }
