@@ -556,7 +556,8 @@ pub fn run_observed(
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_AHEAD);
         scope.spawn(move || seal_ahead(jobs, &tx));
-        sim.run_loop(
+        Sim::run_loop(
+            sim,
             contacts,
             messages,
             &order,
@@ -570,7 +571,7 @@ pub fn run_observed(
 impl Sim<'_> {
     /// The event loop, with sealed messages coming from `sealed` in message order.
     fn run_loop(
-        self,
+        mut sim: Self,
         contacts: Vec<ContactEvent>,
         messages: &[MessageEvent],
         order: &[u32],
@@ -578,7 +579,6 @@ impl Sim<'_> {
         progress: &mut dyn FnMut(u64, u64),
         label: String,
     ) -> Result<(Report, Vec<MessageOutcome>), RunError> {
-        let mut sim = self;
         let scenario = sim.scenario;
         let end_us = scenario.duration_s.saturating_mul(1_000_000);
         let interval_us = scenario
