@@ -500,7 +500,7 @@ impl SimStore {
         table: &Table,
         excess: u64,
         requested: u64,
-        keep: &HashSet<BundleId, Fast>,
+        keep: &[BundleId],
     ) -> Result<(), StoreError> {
         if excess == 0 {
             return Ok(());
@@ -537,40 +537,45 @@ impl SimStore {
     /// (quotas are checked op by op, so a remove earlier in the batch makes room for
     /// a later insert), finds the highest occupancy it reaches and makes room for it.
     fn batch_room(&self, st: &mut State, table: &Table, ops: &[WriteOp]) -> Result<(), StoreError> {
-        let mut added: HashMap<BundleId, u64, Fast> = HashMap::default();
-        let mut touched: HashSet<BundleId, Fast> = HashSet::default();
-        let mut gone: HashSet<BundleId, Fast> = HashSet::default();
+        // Batches are small here (the simulator's engines commit after every
+        // input): vectors searched in line beat hash sets built for each batch.
+        let mut added: Vec<(BundleId, u64)> = Vec::new();
+        let mut touched: Vec<BundleId> = Vec::new();
+        let mut gone: Vec<BundleId> = Vec::new();
         let (mut running, mut high, mut requested) = (st.bytes, st.bytes, 0u64);
         for op in ops {
             match op {
                 WriteOp::Insert(r) => {
-                    let fresh = !added.contains_key(&r.id)
-                        && !gone.contains(&r.id)
-                        && !touched.contains(&r.id)
-                        && !st.is_seen(table.find(&r.id));
-                    touched.insert(r.id);
+                    let fresh = !touched.contains(&r.id) && !st.is_seen(table.find(&r.id));
+                    if !touched.contains(&r.id) {
+                        touched.push(r.id);
+                    }
                     if fresh {
                         let size = table.size_of_id(&r.id, r.bytes.len());
-                        added.insert(r.id, size);
+                        added.push((r.id, size));
                         running = running.saturating_add(size);
                         requested = requested.saturating_add(size);
                         high = high.max(running);
                     }
                 }
                 WriteOp::Remove(id) => {
-                    touched.insert(*id);
-                    if let Some(size) = added.remove(id) {
-                        running = running.saturating_sub(size);
-                        gone.insert(*id);
+                    if !touched.contains(id) {
+                        touched.push(*id);
+                    }
+                    if let Some(i) = added.iter().position(|(a, _)| a == id) {
+                        running = running.saturating_sub(added.swap_remove(i).1);
+                        gone.push(*id);
                     } else if !gone.contains(id) {
                         if let Some(rec) = table.find(id).and_then(|n| st.records.get(&n)) {
                             running = running.saturating_sub(rec.modelled);
-                            gone.insert(*id);
+                            gone.push(*id);
                         }
                     }
                 }
                 WriteOp::MarkSeen(id, _) => {
-                    touched.insert(*id);
+                    if !touched.contains(id) {
+                        touched.push(*id);
+                    }
                 }
                 WriteOp::Update(..) => {}
             }
@@ -598,7 +603,7 @@ impl CustodyStore for SimStore {
                 .saturating_sub(self.quota);
             // Only unseen ids are in `in_batch`, and no stored record is unseen, so
             // nothing needs sparing.
-            self.make_room(&mut st, &table, excess, requested, &HashSet::default())?;
+            self.make_room(&mut st, &table, excess, requested, &[])?;
         }
         let mut outcomes = Vec::with_capacity(records.len());
         let mut in_batch: HashSet<BundleId, Fast> = HashSet::default();
