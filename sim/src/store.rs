@@ -53,10 +53,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferry_core::{BundleId, Destination};
 use ferry_storage::mem::IdHash;
+use ferry_storage::{page_limit, seen_time, validate_routing};
 use ferry_storage::{
     BundleMeta, CustodyStore, DestinationCursor, IdPage, InsertOutcome, NewRecord, Page,
     PriorityCursor, QuarantineEntry, QuotaKind, Record, RecordInfo, RoutingMeta, StoreError,
-    StoreStats, WriteOp, WriteOutcome, MAX_HOLDERS, MAX_PAGE_LIMIT,
+    StoreStats, WriteOp, WriteOutcome,
 };
 
 use crate::model::BufferPolicy;
@@ -190,28 +191,6 @@ fn prio_key(inv_priority: u8, insertion: u64) -> u64 {
 
 fn inv_priority(meta: &BundleMeta) -> u8 {
     255 - meta.priority as u8
-}
-
-/// The time a removed record stays seen: its expiry, or its receive time.
-fn seen_time(meta: &BundleMeta) -> u64 {
-    meta.expires_at.unwrap_or(meta.received_at)
-}
-
-fn page_limit(limit: usize) -> Result<usize, StoreError> {
-    if limit == 0 {
-        return Err(StoreError::InvalidArgument("page limit must be at least 1"));
-    }
-    Ok(limit.min(MAX_PAGE_LIMIT))
-}
-
-fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), StoreError> {
-    if routing.holders.len() > MAX_HOLDERS {
-        return Err(StoreError::InvalidRecord {
-            id: *id,
-            reason: "more than MAX_HOLDERS (64) holders",
-        });
-    }
-    Ok(())
 }
 
 /// Interned numbers per block of the seen-set's purge bounds.

@@ -128,6 +128,9 @@ pub use lmdb::LmdbStore;
 pub use mem::MemStore;
 pub use record::{decode_record, RecordError};
 pub use store::{CustodyStore, IdPage};
+/// The rules every store applies, for [`CustodyStore`] implementations outside this
+/// crate (the simulator's).
+pub use types::{page_limit, seen_time, validate_routing};
 pub use types::{
     BundleMeta, CustodyState, DestinationCursor, InsertOutcome, NewRecord, Page, PriorityCursor,
     QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingEdit, RoutingMeta, StoreConfig,

@@ -393,16 +393,16 @@ impl StoreConfig {
     }
 }
 
-/// Clamps a page limit, refusing zero.
-pub(crate) fn page_limit(limit: usize) -> Result<usize, StoreError> {
+/// Clamps a page limit, refusing zero (every listing of a [`crate::CustodyStore`]).
+pub fn page_limit(limit: usize) -> Result<usize, StoreError> {
     if limit == 0 {
         return Err(StoreError::InvalidArgument("page limit must be at least 1"));
     }
     Ok(limit.min(MAX_PAGE_LIMIT))
 }
 
-/// Checks a new record against the store's rules.
-pub(crate) fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), StoreError> {
+/// Checks a new record against the store's rules (every [`crate::CustodyStore`]).
+pub fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), StoreError> {
     if routing.holders.len() > MAX_HOLDERS {
         return Err(StoreError::InvalidRecord {
             id: *id,
@@ -414,7 +414,7 @@ pub(crate) fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(
 
 /// The time a removed record stays in the seen-set: its expiry, or without one its
 /// receive time.
-pub(crate) fn seen_time(meta: &BundleMeta) -> u64 {
+pub fn seen_time(meta: &BundleMeta) -> u64 {
     meta.expires_at.unwrap_or(meta.received_at)
 }
 
