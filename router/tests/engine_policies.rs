@@ -5,7 +5,8 @@ mod engine_net;
 
 use engine_net::Net;
 use ferry_cl_api::LinkCaps;
-use ferry_router::engine::{PolicyConfig, ProphetParams};
+use ferry_router::engine::{Engine, EngineConfig, PolicyConfig, ProphetParams};
+use ferry_storage::StoreConfig;
 
 #[test]
 fn spray_and_wait_halves_copies() {
@@ -75,6 +76,40 @@ fn prophet_exchanges_predictabilities_at_contact_start() {
     net.up(0, 1);
     net.run_for(50);
     assert!(!net.holds(1, &id));
+}
+
+/// PRoPHET's table survives a restart of the engine over the same store: after
+/// 1 met 2 and restarted, 0 still hands 1 a bundle for 2. With persistence off the
+/// restarted 1 knows nothing and 0 keeps the bundle.
+#[test]
+fn prophet_table_survives_a_restart() {
+    for persist in [true, false] {
+        let cfg = EngineConfig {
+            persist_routing: persist,
+            ..engine_net::config(PolicyConfig::Prophet(ProphetParams::default()))
+        };
+        let mut net = engine_net::Net::with(vec![cfg.clone(); 3], StoreConfig::default());
+        net.up(1, 2);
+        net.run_for(50);
+        net.down(1, 2);
+        net.run_for(50);
+        let before = net.nodes[1].engine.policy().predictabilities().unwrap();
+        assert_eq!(before.len(), 1);
+        let store = net.nodes[1].store.clone();
+        let k = net.nodes[1].keyring.clone();
+        net.nodes[1].engine = Engine::new(store, k, cfg.clone(), net.now);
+        net.run_for(10);
+        let after = net.nodes[1].engine.policy().predictabilities().unwrap();
+        if persist {
+            assert_eq!(after, before);
+        } else {
+            assert!(after.is_empty());
+        }
+        let id = net.send(0, 2, b"gradient");
+        net.up(0, 1);
+        net.run_for(50);
+        assert_eq!(net.holds(1, &id), persist);
+    }
 }
 
 #[test]

@@ -495,6 +495,7 @@ pub fn run_observed(
         policy: policy.clone(),
         hop_limit: scenario.routing.hop_limit,
         deliver_payload: false,
+        persist_routing: false,
         // An in-memory commit costs nothing: commit at the end of every input rather
         // than grouping for 5 ms (acks leave up to 5 ms earlier than on a real node).
         commit_delay: Millis(0),

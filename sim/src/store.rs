@@ -53,7 +53,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use ferry_core::{BundleId, Destination};
 use ferry_storage::mem::IdHash;
-use ferry_storage::{page_limit, seen_time, validate_routing};
+use ferry_storage::{page_limit, seen_time, validate_routing, validate_routing_state};
 use ferry_storage::{
     BundleMeta, CustodyStore, DestinationCursor, IdPage, InsertOutcome, NewRecord, Page,
     PriorityCursor, QuarantineEntry, QuotaKind, Record, RecordInfo, RoutingMeta, StoreError,
@@ -217,6 +217,8 @@ struct State {
     expiry: BTreeMap<(u64, u64), u32>,
     next_slot: u64,
     next_seq: u64,
+    /// The routing policy's saved state.
+    routing_state: Option<Vec<u8>>,
     /// Modelled bytes held.
     bytes: u64,
     peak: u64,
@@ -238,6 +240,7 @@ impl State {
             expiry: BTreeMap::new(),
             next_slot: 1,
             next_seq: 1,
+            routing_state: None,
             bytes: 0,
             peak: 0,
             dropped: Vec::new(),
@@ -556,7 +559,7 @@ impl SimStore {
                         touched.push(*id);
                     }
                 }
-                WriteOp::Update(..) => {}
+                WriteOp::Update(..) | WriteOp::SetRoutingState(_) => {}
             }
         }
         let excess = high.saturating_sub(self.quota);
@@ -668,8 +671,10 @@ impl CustodyStore for SimStore {
         // Check first, then apply: nothing below can fail once every record is valid
         // (there is no other quota).
         for op in ops {
-            if let WriteOp::Insert(r) = op {
-                validate_routing(&r.id, &r.meta.routing)?;
+            match op {
+                WriteOp::Insert(r) => validate_routing(&r.id, &r.meta.routing)?,
+                WriteOp::SetRoutingState(b) => validate_routing_state(b)?,
+                _ => {}
             }
         }
         let mut out = Vec::with_capacity(ops.len());
@@ -705,6 +710,10 @@ impl CustodyStore for SimStore {
                     let n = table.intern(id);
                     st.mark_seen(n, *t);
                     WriteOutcome::MarkedSeen
+                }
+                WriteOp::SetRoutingState(b) => {
+                    st.routing_state = Some(b.clone());
+                    WriteOutcome::RoutingStateSet
                 }
             });
         }
@@ -876,6 +885,10 @@ impl CustodyStore for SimStore {
             st.forget_seen(n);
         }
         Ok(victims.len() as u64)
+    }
+
+    fn routing_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(lock(&self.state).routing_state.clone())
     }
 
     fn reserve_sequence(&self, n: u64) -> Result<Range<u64>, StoreError> {

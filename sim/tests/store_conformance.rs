@@ -46,6 +46,7 @@ sim!(
     invalid_record_fails_the_whole_batch,
     seen_set_is_purged_by_time,
     reserves_sequence_numbers,
+    keeps_the_routing_state_in_the_batch,
     stats_and_errors,
     apply_batch_applies_ops_in_order_in_one_go,
     routing_edits_keep_holders_bounded,

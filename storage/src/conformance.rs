@@ -17,6 +17,7 @@ use ferry_core::{BundleId, Destination, NodeHash, Priority};
 use crate::{
     BundleMeta, CustodyState, CustodyStore, InsertOutcome, NewRecord, QuotaKind, RecordInfo,
     RoutingEdit, RoutingMeta, StoreConfig, StoreError, WriteOp, WriteOutcome, MAX_HOLDERS,
+    MAX_ROUTING_STATE,
 };
 
 /// One test of the suite.
@@ -46,6 +47,10 @@ pub const GENERAL: &[(&str, Test)] = &[
     ),
     ("seen_set_is_purged_by_time", seen_set_is_purged_by_time),
     ("reserves_sequence_numbers", reserves_sequence_numbers),
+    (
+        "keeps_the_routing_state_in_the_batch",
+        keeps_the_routing_state_in_the_batch,
+    ),
     ("stats_and_errors", stats_and_errors),
     (
         "apply_batch_applies_ops_in_order_in_one_go",
@@ -603,6 +608,39 @@ pub fn reserves_sequence_numbers(s: &dyn CustodyStore) {
         Err(StoreError::SequenceExhausted)
     ));
     assert_eq!(s.reserve_sequence(2).unwrap(), 13..15);
+}
+
+/// The routing policy's state is replaced by the last `SetRoutingState` of a
+/// batch, read back as written, and a state over [`MAX_ROUTING_STATE`] fails the
+/// whole batch.
+pub fn keeps_the_routing_state_in_the_batch(s: &dyn CustodyStore) {
+    assert_eq!(s.routing_state().unwrap(), None);
+    let out = s
+        .apply_batch(&[
+            WriteOp::SetRoutingState(vec![1, 2, 3]),
+            WriteOp::Insert(rec(1, 100)),
+            WriteOp::SetRoutingState(vec![4; 1000]),
+        ])
+        .unwrap();
+    assert_eq!(out[0], WriteOutcome::RoutingStateSet);
+    assert_eq!(out[2], WriteOutcome::RoutingStateSet);
+    assert_eq!(s.routing_state().unwrap(), Some(vec![4; 1000]));
+    let full = vec![5; MAX_ROUTING_STATE];
+    s.apply_batch(&[WriteOp::SetRoutingState(full.clone())])
+        .unwrap();
+    assert_eq!(s.routing_state().unwrap(), Some(full));
+    assert!(matches!(
+        s.apply_batch(&[
+            WriteOp::Insert(rec(2, 100)),
+            WriteOp::SetRoutingState(vec![6; MAX_ROUTING_STATE + 1]),
+        ]),
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(!s.contains(&id(2)).unwrap());
+    assert_eq!(s.routing_state().unwrap().map(|v| v[0]), Some(5));
+    s.apply_batch(&[WriteOp::SetRoutingState(Vec::new())])
+        .unwrap();
+    assert_eq!(s.routing_state().unwrap(), Some(Vec::new()));
 }
 
 /// Stats report the quotas of [`small`], then [`stats_and_errors`].

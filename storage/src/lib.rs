@@ -130,7 +130,9 @@ pub use record::{decode_record, RecordError};
 pub use store::{CustodyStore, IdPage};
 /// The rules every store applies, for [`CustodyStore`] implementations outside this
 /// crate (the simulator's).
-pub use types::{page_limit, seen_time, validate_routing};
+pub use types::{
+    page_limit, seen_time, validate_routing, validate_routing_state, MAX_ROUTING_STATE,
+};
 pub use types::{
     BundleMeta, CustodyState, DestinationCursor, InsertOutcome, NewRecord, Page, PriorityCursor,
     QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingEdit, RoutingMeta, StoreConfig,

@@ -46,9 +46,9 @@ use crate::record::{
 };
 use crate::store::{CustodyStore, IdPage};
 use crate::types::{
-    page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
-    PriorityCursor, QuarantineEntry, QuarantinedRaw, Record, RecordInfo, RoutingMeta, StoreConfig,
-    StoreStats, WriteOp, WriteOutcome,
+    page_limit, seen_time, validate_routing, validate_routing_state, DestinationCursor,
+    InsertOutcome, NewRecord, Page, PriorityCursor, QuarantineEntry, QuarantinedRaw, Record,
+    RecordInfo, RoutingMeta, StoreConfig, StoreStats, WriteOp, WriteOutcome,
 };
 
 /// On-disk format version written to the `state` table.
@@ -59,6 +59,7 @@ const K_NEXT_SLOT: &[u8] = b"next_insertion";
 const K_NEXT_SEQ: &[u8] = b"next_sequence";
 const K_BYTES: &[u8] = b"bytes";
 const K_Q_BYTES: &[u8] = b"quarantined_bytes";
+const K_ROUTING: &[u8] = b"routing_state";
 
 type Db = Database<Bytes, Bytes>;
 
@@ -1207,6 +1208,7 @@ impl CustodyStore for LmdbStore {
                 WriteOp::Insert(r) => {
                     r.bytes.len() as u64 + 256 + 8 * r.meta.routing.holders.len() as u64
                 }
+                WriteOp::SetRoutingState(b) => b.len() as u64 + 64,
                 _ => 64,
             })
             .sum();
@@ -1227,6 +1229,13 @@ impl CustodyStore for LmdbStore {
                     WriteOp::MarkSeen(id, t) => {
                         self.mark_seen_in(txn, dbs, id, *t)?;
                         WriteOutcome::MarkedSeen
+                    }
+                    WriteOp::SetRoutingState(b) => {
+                        validate_routing_state(b)?;
+                        dbs.state
+                            .put(txn, K_ROUTING, b)
+                            .map_err(lmdb_err(self.map_size))?;
+                        WriteOutcome::RoutingStateSet
                     }
                 });
             }
@@ -1289,6 +1298,13 @@ impl CustodyStore for LmdbStore {
             put_u64(&dbs.state, txn, K_NEXT_SEQ, end, map_size)?;
             Ok(start..end)
         })
+    }
+
+    fn routing_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let err = self.err();
+        let rtxn = self.env.read_txn().map_err(&err)?;
+        let v = self.dbs.state.get(&rtxn, K_ROUTING).map_err(&err)?;
+        Ok(v.map(<[u8]>::to_vec))
     }
 
     fn quarantined(

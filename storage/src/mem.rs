@@ -10,9 +10,9 @@ use crate::error::{QuotaKind, StoreError};
 use crate::record::{dest_prefix, inv_priority};
 use crate::store::{CustodyStore, IdPage};
 use crate::types::{
-    page_limit, seen_time, validate_routing, DestinationCursor, InsertOutcome, NewRecord, Page,
-    PriorityCursor, QuarantineEntry, Record, RecordInfo, RoutingMeta, StoreConfig, StoreStats,
-    WriteOp, WriteOutcome,
+    page_limit, seen_time, validate_routing, validate_routing_state, DestinationCursor,
+    InsertOutcome, NewRecord, Page, PriorityCursor, QuarantineEntry, Record, RecordInfo,
+    RoutingMeta, StoreConfig, StoreStats, WriteOp, WriteOutcome,
 };
 
 /// A hasher for bundle ids (BLAKE3 outputs, already uniform, so hashing them again
@@ -69,6 +69,7 @@ struct Inner {
     next_slot: u64,
     next_seq: u64,
     bytes: u64,
+    routing_state: Option<Vec<u8>>,
 }
 
 /// An in-memory [`CustodyStore`] with the same behaviour as [`LmdbStore`], minus
@@ -106,6 +107,7 @@ impl MemStore {
                 next_slot: 1,
                 next_seq: 1,
                 bytes: 0,
+                routing_state: None,
             }),
         }
     }
@@ -237,6 +239,7 @@ impl Inner {
                 WriteOp::MarkSeen(id, _) => {
                     marked.insert(*id);
                 }
+                WriteOp::SetRoutingState(b) => validate_routing_state(b)?,
                 WriteOp::Update(..) => {}
             }
         }
@@ -457,6 +460,10 @@ impl CustodyStore for MemStore {
                     g.mark_seen(id, *t);
                     WriteOutcome::MarkedSeen
                 }
+                WriteOp::SetRoutingState(b) => {
+                    g.routing_state = Some(b.clone());
+                    WriteOutcome::RoutingStateSet
+                }
             });
         }
         Ok(out)
@@ -480,6 +487,10 @@ impl CustodyStore for MemStore {
             g.ids.remove(&v.1);
         }
         Ok(victims.len() as u64)
+    }
+
+    fn routing_state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock().routing_state.clone())
     }
 
     fn reserve_sequence(&self, n: u64) -> Result<Range<u64>, StoreError> {

@@ -122,6 +122,10 @@ pub trait CustodyStore: Send + Sync + std::fmt::Debug {
     /// is committed durably before it is returned). Numbers start at 1.
     fn reserve_sequence(&self, n: u64) -> Result<Range<u64>, StoreError>;
 
+    /// The routing policy's state last written by [`WriteOp::SetRoutingState`]
+    /// (for [`LmdbStore`](crate::LmdbStore): as committed, across restarts).
+    fn routing_state(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
     /// Quarantined records, by insertion number, after `after`, at most `limit`.
     fn quarantined(
         &self,

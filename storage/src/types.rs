@@ -162,6 +162,10 @@ pub enum WriteOp {
     Update(BundleId, RoutingEdit),
     /// Adds an id to the seen-set, as [`CustodyStore::mark_seen`](crate::CustodyStore::mark_seen) does.
     MarkSeen(BundleId, u64),
+    /// Replaces the routing policy's saved state (opaque bytes, at most
+    /// [`MAX_ROUTING_STATE`]), read back by
+    /// [`CustodyStore::routing_state`](crate::CustodyStore::routing_state).
+    SetRoutingState(Vec<u8>),
 }
 
 /// What one [`WriteOp`] did, in the order of the batch.
@@ -176,6 +180,8 @@ pub enum WriteOutcome {
     Updated(Option<RoutingMeta>),
     /// [`WriteOp::MarkSeen`].
     MarkedSeen,
+    /// [`WriteOp::SetRoutingState`].
+    RoutingStateSet,
 }
 
 /// Position after which [`CustodyStore::by_priority`](crate::CustodyStore::by_priority)
@@ -408,6 +414,20 @@ pub fn validate_routing(id: &BundleId, routing: &RoutingMeta) -> Result<(), Stor
             id: *id,
             reason: "more than MAX_HOLDERS (64) holders",
         });
+    }
+    Ok(())
+}
+
+/// Largest routing-policy state a store keeps ([`WriteOp::SetRoutingState`]).
+pub const MAX_ROUTING_STATE: usize = 256 * 1024;
+
+/// Checks a routing-policy state against the store's size rule (every
+/// [`crate::CustodyStore`]).
+pub fn validate_routing_state(state: &[u8]) -> Result<(), StoreError> {
+    if state.len() > MAX_ROUTING_STATE {
+        return Err(StoreError::InvalidArgument(
+            "routing state larger than MAX_ROUTING_STATE (256 KiB)",
+        ));
     }
     Ok(())
 }

@@ -39,6 +39,7 @@ both!(updates_routing_metadata);
 both!(invalid_record_fails_the_whole_batch);
 both!(seen_set_is_purged_by_time);
 both!(reserves_sequence_numbers);
+both!(keeps_the_routing_state_in_the_batch);
 both!(stats_and_limits);
 both!(stats_and_errors);
 both!(apply_batch_applies_ops_in_order_in_one_go);
@@ -50,5 +51,5 @@ both!(routing_edits_keep_holders_bounded);
 fn the_whole_suite_runs() {
     let general: Vec<&str> = suite::GENERAL.iter().map(|(n, _)| *n).collect();
     let quota: Vec<&str> = suite::QUOTA.iter().map(|(n, ..)| *n).collect();
-    assert_eq!(general.len() + quota.len(), 16);
+    assert_eq!(general.len() + quota.len(), 17);
 }

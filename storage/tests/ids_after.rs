@@ -116,6 +116,9 @@ impl CustodyStore for DefaultImpl {
     fn reserve_sequence(&self, n: u64) -> Result<std::ops::Range<u64>, ferry_storage::StoreError> {
         self.0.reserve_sequence(n)
     }
+    fn routing_state(&self) -> Result<Option<Vec<u8>>, ferry_storage::StoreError> {
+        self.0.routing_state()
+    }
     fn quarantined(
         &self,
         after: Option<u64>,

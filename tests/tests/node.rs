@@ -237,6 +237,41 @@ fn static_routes_deliver_across_a_line() {
     line_delivery("static");
 }
 
+/// PRoPHET's delivery predictabilities are kept in the store: a node killed with
+/// SIGKILL after meeting a peer still knows that peer once restarted alone.
+#[test]
+fn prophet_table_survives_sigkill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "prophet");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "prophet");
+    b.set_peers(&[a.addr()]);
+    let table = |n: &TestNode| -> Option<Vec<f64>> {
+        let s = n.status()?;
+        let t = s["routing"]["predictabilities"].as_array()?;
+        Some(t.iter().filter_map(|e| e["p"].as_f64()).collect())
+    };
+    let da = a.start();
+    assert_eq!(table(&a), Some(Vec::new()), "a new node knows no one");
+    let db = b.start();
+    assert!(wait_until(SETTLE, || table(&a).is_some_and(|t| t.len() == 1)));
+    let before = table(&a).expect("table");
+    assert!(
+        (before[0] - 0.5).abs() < 1e-9,
+        "first encounter: {before:?}"
+    );
+    // The table is committed with the next commit (milliseconds); then a power cut.
+    std::thread::sleep(Duration::from_millis(500));
+    da.kill();
+    db.stop();
+    let da = a.start();
+    let after = table(&a).expect("status");
+    assert_eq!(after.len(), 1, "{}", da.log_text());
+    // Aged by at most a few time units (30 s each) meanwhile.
+    assert!(after[0] <= before[0] && after[0] > 0.49, "{after:?}");
+    da.stop();
+}
+
 /// Direct delivery hands a bundle only to its destination: it reaches a neighbour,
 /// and across a line it stays with the source until source and destination meet.
 #[test]

@@ -285,10 +285,24 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
         .unwrap_or_default();
     let links = shared.links.lock().map(|l| l.len()).unwrap_or(0);
     let serial = shared.serial.lock().map(|m| m.clone()).unwrap_or_default();
+    let (tx, rx) = oneshot::channel();
+    let predictabilities = match shared.cmds.send(Cmd::Predictabilities { reply: tx }).await {
+        Ok(()) => rx.await.ok().flatten(),
+        Err(_) => None,
+    };
+    let routing = predictabilities.map(|t| {
+        json!({
+            "predictabilities": t
+                .iter()
+                .map(|(h, p)| json!({ "node": h.to_string(), "p": p }))
+                .collect::<Vec<_>>(),
+        })
+    });
     Ok(Json(json!({
         "node_id": shared.keyring.node_id().to_string(),
         "realms": shared.keyring.realms().iter().map(|r| r.name()).collect::<Vec<_>>(),
         "policy": shared.config.routing.policy.as_str(),
+        "routing": routing,
         "quic_port": shared.listen.port(),
         "uptime_secs": shared.clock.now().0 / 1000,
         "links": links,
@@ -312,6 +326,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
             "commits": e.commits,
             "sessions": e.sessions,
             "bad_frames": e.bad_frames,
+            "routing_state_dropped": e.routing_state_dropped,
         },
     })))
 }

@@ -152,6 +152,11 @@ pub enum Cmd {
         /// The number, or why none could be reserved.
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    /// The routing policy's delivery predictabilities (PRoPHET), for the status page.
+    Predictabilities {
+        /// Node hashes ascending; `None` under a policy without them.
+        reply: oneshot::Sender<Option<Vec<(ferry_core::NodeHash, f64)>>>,
+    },
     /// Commit what is buffered and stop.
     Shutdown,
 }
@@ -853,6 +858,9 @@ impl EngineLoop {
             }
             Cmd::NextSequence { reply } => {
                 let _ = reply.send(self.engine.next_sequence().map_err(|e| e.to_string()));
+            }
+            Cmd::Predictabilities { reply } => {
+                let _ = reply.send(self.engine.policy().predictabilities());
             }
             Cmd::Shutdown => {}
         }

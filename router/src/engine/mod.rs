@@ -269,7 +269,7 @@ use ferry_storage::{CustodyStore, StoreError};
 
 pub use carrier::{ImportOutcome, MAX_CARRIER_REACH};
 pub use frame::{decode_frame, Frame, FrameError, RefuseReason, MAX_FRAME_BYTES};
-pub use policy::{Candidate, PolicyConfig, RoutingPolicy, Verdict};
+pub use policy::{Candidate, PolicyConfig, RoutingPolicy, StateError, Verdict};
 pub use prophet::ProphetParams;
 pub use time::Millis;
 pub use writes::MAX_QUEUED_WRITES;
@@ -348,6 +348,10 @@ pub struct EngineConfig {
     /// app asks) sets it to `false`: the payload is still decrypted and
     /// authenticated, then dropped instead of copied into the output.
     pub deliver_payload: bool,
+    /// Whether the routing policy's state (PRoPHET's table) is kept in the store
+    /// across restarts (default `true`): saved with the next commit after each
+    /// change, restored by the first `handle_input` or `handle_timeout`.
+    pub persist_routing: bool,
 }
 
 impl Default for EngineConfig {
@@ -371,6 +375,7 @@ impl Default for EngineConfig {
             carrier_commit_batch: 4096,
             carrier_commit_delay: Millis(100),
             deliver_payload: true,
+            persist_routing: true,
         }
     }
 }
@@ -708,6 +713,9 @@ pub struct EngineStats {
     pub sessions: u64,
     /// Bundles sent without an offer (one frame on a small-MTU link).
     pub pushed: u64,
+    /// Saved routing states that did not decode at start (dropped; the policy
+    /// started empty).
+    pub routing_state_dropped: u64,
 }
 
 /// The routing engine of one node.
@@ -755,6 +763,8 @@ pub struct Engine<S: CustodyStore> {
     /// Optional work stopped early (output cap or per-call budget).
     deferred: bool,
     seal_counter: u64,
+    /// The policy's saved state was looked for (see [`EngineConfig::persist_routing`]).
+    routing_restored: bool,
     /// Removes, routing edits and seen marks waiting for the next commit.
     writes: writes::Writes,
     stats: EngineStats,
@@ -811,6 +821,7 @@ impl<S: CustodyStore> Engine<S> {
             rr_after: None,
             deferred: false,
             seal_counter: 0,
+            routing_restored: false,
             writes: writes::Writes::default(),
             stats: EngineStats::default(),
             config,
@@ -825,6 +836,7 @@ impl<S: CustodyStore> Engine<S> {
         input: Input,
     ) -> Result<(), EngineError> {
         self.set_time(now, wall);
+        self.restore_routing()?;
         match input {
             Input::ContactUp { link, peer, caps } => self.contact_up(link, peer, caps)?,
             Input::ContactDown { link } => {
@@ -882,6 +894,7 @@ impl<S: CustodyStore> Engine<S> {
         wall: Option<DtnTime>,
     ) -> Result<(), EngineError> {
         self.set_time(now, wall);
+        self.restore_routing()?;
         let delay = self.config.commit_delay;
         let due = |since: Option<Millis>| since.is_some_and(|t| now >= t + delay);
         if due(self.receipts_since) {

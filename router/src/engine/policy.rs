@@ -55,6 +55,16 @@ pub struct Candidate {
     pub copies: u32,
 }
 
+/// Why a policy's saved state cannot be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// Truncated, unknown version, out-of-range values, unsorted entries or
+    /// trailing bytes.
+    #[error("malformed routing state: {0}")]
+    Malformed(&'static str),
+}
+
 /// A routing policy. Implementations keep only bounded state.
 pub trait RoutingPolicy: fmt::Debug + Send {
     /// The policy's name (as in `ferry.toml`).
@@ -82,6 +92,28 @@ pub trait RoutingPolicy: fmt::Debug + Send {
 
     /// Whether and how to hand `c` to `c.peer`.
     fn decide(&self, c: &Candidate) -> Verdict;
+
+    /// State to keep across restarts (PRoPHET's table), if the policy has any.
+    /// `wall` is the time now in DTN seconds, if this node has a clock.
+    fn save_state(&self, _now: Millis, _wall: Option<u64>) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Takes back what [`RoutingPolicy::save_state`] saved in an earlier run. On
+    /// error the policy's state is left as it was.
+    fn restore_state(
+        &mut self,
+        _bytes: &[u8],
+        _now: Millis,
+        _wall: Option<u64>,
+    ) -> Result<(), StateError> {
+        Ok(())
+    }
+
+    /// Delivery predictabilities, node hashes ascending (PRoPHET), for status pages.
+    fn predictabilities(&self) -> Option<Vec<(NodeHash, f64)>> {
+        None
+    }
 }
 
 /// Copies to every peer that lacks the bundle.

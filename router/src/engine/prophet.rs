@@ -18,12 +18,20 @@
 //!
 //! The table is bounded ([`ProphetParams::max_entries`]); when full, a new entry
 //! replaces the lowest one if it is higher (ties: the larger node hash goes).
+//!
+//! Across restarts: [`Prophet::save`] writes the table and the encounter times
+//! (relative to the save, with the wall clock if the node has one); the engine keeps
+//! it in the store ([`super::EngineConfig::persist_routing`]) and
+//! [`Prophet::restore`] applies the aging owed for the time the node was down. RFC
+//! 6693 leaves persistence open; without it a field node that reboots daily would
+//! forget every encounter.
 
 use std::collections::BTreeMap;
 
 use ferry_core::NodeHash;
 
-use super::policy::{Candidate, RoutingPolicy, Verdict};
+use super::frame::{put_varint, Reader};
+use super::policy::{Candidate, RoutingPolicy, StateError, Verdict};
 use super::time::Millis;
 
 /// PRoPHET parameters; the defaults are RFC 6693's (§3.3), with a 30 s time unit
@@ -77,17 +85,25 @@ pub fn dequantize(q: u16) -> f64 {
 }
 
 /// The PRoPHET policy.
+///
+/// Times are kept on the engine's clock shifted by [`Prophet::shift`] (the longer
+/// of the time unit and `I_typ`), so that a table restored after a restart can
+/// place an aging or an encounter that happened before the new clock's zero.
 #[derive(Debug, Clone)]
 pub struct Prophet {
     own: NodeHash,
     params: ProphetParams,
     table: BTreeMap<NodeHash, f64>,
-    last_aging: Option<Millis>,
-    /// When each node was last encountered (bounded like the table).
-    last_encounter: BTreeMap<NodeHash, Millis>,
+    /// Shifted time of the last aging.
+    last_aging: Option<u64>,
+    /// Shifted time each node was last encountered (bounded like the table).
+    last_encounter: BTreeMap<NodeHash, u64>,
     /// Predictabilities of the peers in contact now.
     peers: BTreeMap<NodeHash, BTreeMap<NodeHash, f64>>,
 }
+
+/// Version of the saved table ([`Prophet::save`]).
+const STATE_VERSION: u8 = 1;
 
 impl Prophet {
     /// An empty table for the node `own`.
@@ -102,9 +118,28 @@ impl Prophet {
         }
     }
 
+    /// How far internal times are ahead of the engine's clock: the longer of the
+    /// time unit and `I_typ` (at most 2^40 ms, about 35 years).
+    fn shift(&self) -> u64 {
+        self.params
+            .time_unit
+            .0
+            .max(self.params.i_typ.0)
+            .clamp(1, 1 << 40)
+    }
+
+    fn clock(&self, now: Millis) -> u64 {
+        now.0.saturating_add(self.shift())
+    }
+
     /// `P(self, d)` (0 if unknown).
     pub fn predictability(&self, d: &NodeHash) -> f64 {
         self.table.get(d).copied().unwrap_or(0.0)
+    }
+
+    /// The table, node hashes ascending.
+    pub fn table(&self) -> impl Iterator<Item = (NodeHash, f64)> + '_ {
+        self.table.iter().map(|(h, p)| (*h, *p))
     }
 
     /// `P(peer, d)` as the peer reported it in this contact.
@@ -116,12 +151,18 @@ impl Prophet {
 
     /// Applies aging up to `now` (whole time units only; the remainder carries over).
     pub fn age(&mut self, now: Millis) {
+        let now = self.clock(now);
+        self.age_to(now);
+    }
+
+    /// [`Prophet::age`] on the shifted clock.
+    fn age_to(&mut self, now: u64) {
         let Some(last) = self.last_aging else {
             self.last_aging = Some(now);
             return;
         };
         let unit = self.params.time_unit.0.max(1);
-        let k = now.since(last).0 / unit;
+        let k = now.saturating_sub(last) / unit;
         if k == 0 {
             return;
         }
@@ -131,7 +172,7 @@ impl Prophet {
             *p *= factor;
             *p >= threshold
         });
-        self.last_aging = Some(Millis(last.0 + k * unit));
+        self.last_aging = Some(last + k * unit);
     }
 
     fn set(&mut self, d: NodeHash, p: f64) {
@@ -156,11 +197,12 @@ impl Prophet {
     }
 
     fn encounter(&mut self, now: Millis, peer: NodeHash) {
+        let now = self.clock(now);
         let p = &self.params;
         let p_enc = match self.last_encounter.get(&peer) {
             None => p.p_encounter_max,
             Some(t) => {
-                let dt = now.since(*t).0 as f64;
+                let dt = now.saturating_sub(*t) as f64;
                 let i_typ = p.i_typ.0.max(1) as f64;
                 p.p_encounter_max * (dt / i_typ).min(1.0)
             }
@@ -170,6 +212,11 @@ impl Prophet {
             _ => p.p_encounter_first,
         };
         self.set(peer, new);
+        self.note_encounter(peer, now);
+    }
+
+    /// Records an encounter at shifted time `t`, forgetting the oldest when full.
+    fn note_encounter(&mut self, peer: NodeHash, t: u64) {
         if self.last_encounter.len() >= self.params.max_entries
             && !self.last_encounter.contains_key(&peer)
         {
@@ -183,7 +230,132 @@ impl Prophet {
                 self.last_encounter.remove(&old);
             }
         }
-        self.last_encounter.insert(peer, now);
+        self.last_encounter.insert(peer, t);
+    }
+
+    /// The table and encounter times as bytes, to be restored by
+    /// [`Prophet::restore`] after a restart. `wall` is the time now (DTN seconds),
+    /// if this node has a clock.
+    ///
+    /// ```text
+    /// state     = version:u8(=1) wall:varint(0: unknown) aged:varint
+    ///             n:varint (hash:[8] p:u64le)*n     ; f64 bits, hashes ascending
+    ///             m:varint (hash:[8] ago:varint)*m   ; ms since that encounter
+    /// ```
+    ///
+    /// `aged` is the time since the last aging (ms, less than a time unit).
+    pub fn save(&self, now: Millis, wall: Option<u64>) -> Vec<u8> {
+        let now = self.clock(now);
+        let mut out =
+            Vec::with_capacity(16 + 16 * self.table.len() + 12 * self.last_encounter.len());
+        out.push(STATE_VERSION);
+        put_varint(&mut out, wall.unwrap_or(0));
+        put_varint(
+            &mut out,
+            self.last_aging.map_or(0, |t| now.saturating_sub(t)),
+        );
+        put_varint(&mut out, self.table.len() as u64);
+        for (h, p) in &self.table {
+            out.extend_from_slice(&h.0);
+            out.extend_from_slice(&p.to_bits().to_le_bytes());
+        }
+        put_varint(&mut out, self.last_encounter.len() as u64);
+        for (h, t) in &self.last_encounter {
+            out.extend_from_slice(&h.0);
+            put_varint(&mut out, now.saturating_sub(*t));
+        }
+        out
+    }
+
+    /// Replaces the table with one saved by [`Prophet::save`], aged by the time
+    /// that passed since (known when both the save and `wall` have a clock
+    /// reading; otherwise none is assumed). Entries beyond
+    /// [`ProphetParams::max_entries`] are dropped, the highest kept. On error the
+    /// table is left as it was.
+    pub fn restore(
+        &mut self,
+        bytes: &[u8],
+        now: Millis,
+        wall: Option<u64>,
+    ) -> Result<(), StateError> {
+        let bad = StateError::Malformed;
+        let mut r = Reader::new(bytes);
+        if r.u8("version").map_err(|_| bad("empty"))? != STATE_VERSION {
+            return Err(bad("unknown version"));
+        }
+        let saved_wall = r.varint("wall").map_err(|_| bad("wall"))?;
+        let aged = r.varint("aged").map_err(|_| bad("aged"))?;
+        let n = r.count(16, "entries").map_err(|_| bad("entry count"))?;
+        let mut table = BTreeMap::new();
+        let mut prev: Option<NodeHash> = None;
+        for _ in 0..n {
+            let h = NodeHash(r.array("hash").map_err(|_| bad("truncated entry"))?);
+            let bits = u64::from_le_bytes(r.array("p").map_err(|_| bad("truncated entry"))?);
+            let p = f64::from_bits(bits);
+            if !(0.0..1.0).contains(&p) {
+                return Err(bad("predictability out of range"));
+            }
+            if prev.is_some_and(|q| q >= h) {
+                return Err(bad("entries not ascending"));
+            }
+            prev = Some(h);
+            if h != self.own {
+                table.insert(h, p);
+            }
+        }
+        let m = r
+            .count(9, "encounters")
+            .map_err(|_| bad("encounter count"))?;
+        let mut encounters = Vec::with_capacity(m);
+        let mut prev: Option<NodeHash> = None;
+        for _ in 0..m {
+            let h = NodeHash(r.array("hash").map_err(|_| bad("truncated encounter"))?);
+            let ago = r.varint("ago").map_err(|_| bad("truncated encounter"))?;
+            if prev.is_some_and(|q| q >= h) {
+                return Err(bad("encounters not ascending"));
+            }
+            prev = Some(h);
+            encounters.push((h, ago));
+        }
+        if r.remaining() != 0 {
+            return Err(bad("trailing bytes"));
+        }
+        let elapsed = match (saved_wall, wall) {
+            (s, Some(w)) if s > 0 && w > s => (w - s).saturating_mul(1000),
+            _ => 0,
+        };
+        let now = self.clock(now);
+        let unit = self.params.time_unit.0.max(1);
+        let since_aging = aged.saturating_add(elapsed);
+        self.table = BTreeMap::new();
+        self.last_encounter = BTreeMap::new();
+        self.peers.clear();
+        // Highest first, so that a smaller bound keeps the best entries.
+        let mut entries: Vec<(NodeHash, f64)> = table.into_iter().collect();
+        entries.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for (h, p) in entries.into_iter().take(self.params.max_entries) {
+            self.table.insert(h, p);
+        }
+        // The aging owed since the save: whole units now, the rest carried over.
+        let k = since_aging / unit;
+        self.last_aging = Some(now.saturating_sub(since_aging % unit));
+        if k > 0 {
+            let factor = self.params.gamma.powf(k as f64);
+            let threshold = self.params.p_first_threshold;
+            self.table.retain(|_, p| {
+                *p *= factor;
+                *p >= threshold
+            });
+        }
+        // An encounter `I_typ` or more ago counts as none (P_encounter_max either way).
+        let i_typ = self.params.i_typ.0.max(1);
+        for (h, ago) in encounters {
+            let ago = ago.saturating_add(elapsed);
+            if ago < i_typ && h != self.own {
+                self.note_encounter(h, now - ago);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -234,6 +406,23 @@ impl RoutingPolicy for Prophet {
         }
         // Only peers in contact are kept; contact_down removes them.
         self.peers.insert(peer, theirs);
+    }
+
+    fn save_state(&self, now: Millis, wall: Option<u64>) -> Option<Vec<u8>> {
+        Some(self.save(now, wall))
+    }
+
+    fn restore_state(
+        &mut self,
+        bytes: &[u8],
+        now: Millis,
+        wall: Option<u64>,
+    ) -> Result<(), StateError> {
+        self.restore(bytes, now, wall)
+    }
+
+    fn predictabilities(&self) -> Option<Vec<(NodeHash, f64)>> {
+        Some(self.table().collect())
     }
 
     fn decide(&self, c: &Candidate) -> Verdict {
@@ -366,5 +555,162 @@ mod tests {
         assert_eq!(a.table.len(), 3);
         assert_eq!(a.last_encounter.len(), 3);
         assert_eq!(a.state_for_peer(Millis(10)).map(|v| v.len()), Some(3));
+    }
+
+    /// A table with a few entries, encounters and a transitive entry.
+    fn populated() -> Prophet {
+        let mut a = Prophet::new(h(0), ProphetParams::default());
+        a.contact_up(Millis(1_000), h(1));
+        a.contact_up(Millis(200_000), h(2));
+        a.peer_state(Millis(200_000), h(2), &[(h(3), quantize(0.8))]);
+        a.contact_up(Millis(250_000), h(1));
+        a
+    }
+
+    #[test]
+    fn a_saved_table_comes_back_after_a_restart() {
+        let a = populated();
+        let wall = 900_000_000;
+        let saved = a.save(Millis(260_000), Some(wall));
+        // A new process: its clock starts again at 0; no wall time has passed.
+        let mut b = Prophet::new(h(0), ProphetParams::default());
+        b.restore(&saved, Millis(0), Some(wall)).unwrap();
+        assert_eq!(b.table, a.table);
+        // The encounter with h(1) 10 s before the save still counts: meeting it again
+        // 20 s into the new run gives what 30 s after the old encounter gives.
+        let mut a2 = a.clone();
+        a2.contact_up(Millis(280_000), h(1));
+        b.contact_up(Millis(20_000), h(1));
+        assert!(close(b.predictability(&h(1)), a2.predictability(&h(1))));
+        // Saving the restored table again gives the same bytes (ages relative).
+        let c = {
+            let mut c = Prophet::new(h(0), ProphetParams::default());
+            c.restore(&saved, Millis(5), Some(wall)).unwrap();
+            c
+        };
+        assert_eq!(c.save(Millis(5), Some(wall)), saved);
+    }
+
+    #[test]
+    fn time_that_passed_while_down_ages_the_restored_table() {
+        let a = populated();
+        let saved = a.save(Millis(250_000), Some(1_000_000));
+        let p1 = a.predictability(&h(1));
+        // 10 time units (300 s) later by the wall clock.
+        let mut b = Prophet::new(h(0), ProphetParams::default());
+        b.restore(&saved, Millis(0), Some(1_000_300)).unwrap();
+        assert!(close(b.predictability(&h(1)), p1 * 0.999f64.powi(10)));
+        // The old encounters are now I_typ or more ago: a new one counts as the
+        // first in a long while (P_encounter_max).
+        let mut fresh = b.clone();
+        fresh.last_encounter.clear();
+        b.contact_up(Millis(0), h(1));
+        fresh.contact_up(Millis(0), h(1));
+        assert!(close(b.predictability(&h(1)), fresh.predictability(&h(1))));
+        // Without a clock reading on either side, no time is assumed to have passed.
+        let mut c = Prophet::new(h(0), ProphetParams::default());
+        c.restore(&saved, Millis(0), None).unwrap();
+        assert_eq!(c.table, a.table);
+        let unknown = a.save(Millis(250_000), None);
+        let mut d = Prophet::new(h(0), ProphetParams::default());
+        d.restore(&unknown, Millis(0), Some(2_000_000)).unwrap();
+        assert_eq!(d.table, a.table);
+        // Long enough down for every entry to age below P_first_threshold.
+        let mut e = Prophet::new(h(0), ProphetParams::default());
+        e.restore(&saved, Millis(0), Some(1_000_000 + 30 * 3_000))
+            .unwrap();
+        assert!(e.table.is_empty());
+    }
+
+    #[test]
+    fn a_smaller_bound_keeps_the_highest_entries() {
+        let a = populated();
+        let saved = a.save(Millis(250_000), None);
+        let mut b = Prophet::new(
+            h(0),
+            ProphetParams {
+                max_entries: 1,
+                ..ProphetParams::default()
+            },
+        );
+        b.restore(&saved, Millis(0), None).unwrap();
+        let best = a
+            .table
+            .iter()
+            .max_by(|x, y| x.1.total_cmp(y.1))
+            .map(|(h, p)| (*h, *p));
+        assert_eq!(
+            b.table().collect::<Vec<_>>(),
+            best.into_iter().collect::<Vec<_>>()
+        );
+        assert!(b.last_encounter.len() <= 1);
+    }
+
+    #[test]
+    fn malformed_states_are_refused_and_change_nothing() {
+        let a = populated();
+        let good = a.save(Millis(250_000), Some(5));
+        let mut b = populated();
+        let before = b.table.clone();
+        let mut cases: Vec<Vec<u8>> = vec![
+            Vec::new(),
+            vec![2],
+            good[..good.len() - 1].to_vec(),
+            [good.clone(), vec![0]].concat(),
+        ];
+        // The first entry's predictability: NaN, 1.0, negative.
+        let p_at = {
+            let mut r = Reader::new(&good);
+            r.u8("v").unwrap();
+            r.varint("wall").unwrap();
+            r.varint("aged").unwrap();
+            assert_eq!(r.varint("n").unwrap(), 3);
+            r.pos() + 8
+        };
+        for bad in [f64::NAN, 1.0, -0.5, f64::INFINITY] {
+            let mut c = good.clone();
+            c[p_at..p_at + 8].copy_from_slice(&bad.to_bits().to_le_bytes());
+            cases.push(c);
+        }
+        // Two entries swapped (not ascending).
+        let mut c = good.clone();
+        let (first, second) = (p_at - 8, p_at + 8);
+        let e1 = c[first..first + 16].to_vec();
+        let e2 = c[second..second + 16].to_vec();
+        c[first..first + 16].copy_from_slice(&e2);
+        c[second..second + 16].copy_from_slice(&e1);
+        cases.push(c);
+        for c in cases {
+            assert!(b.restore(&c, Millis(0), None).is_err(), "{c:?}");
+            assert_eq!(b.table, before);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn restore_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let mut b = Prophet::new(h(0), ProphetParams::default());
+            let _ = b.restore(&bytes, Millis(0), Some(1_000));
+            for (_, p) in b.table() {
+                proptest::prop_assert!((0.0..1.0).contains(&p));
+            }
+        }
+
+        #[test]
+        fn any_table_round_trips(
+            entries in proptest::collection::btree_map(1u8..=255, 0.1f64..0.99, 0..40),
+            met in proptest::collection::btree_map(1u8..=255, 0u64..299_000, 0..40),
+        ) {
+            let mut a = Prophet::new(h(0), ProphetParams::default());
+            a.table = entries.iter().map(|(k, p)| (h(*k), *p)).collect();
+            let now = a.clock(Millis(400_000));
+            a.last_aging = Some(now - 7_000);
+            a.last_encounter = met.iter().map(|(k, ago)| (h(*k), now - ago)).collect();
+            let saved = a.save(Millis(400_000), Some(77));
+            let mut b = Prophet::new(h(0), ProphetParams::default());
+            b.restore(&saved, Millis(3), Some(77)).unwrap();
+            proptest::prop_assert_eq!(&b.table, &a.table);
+            proptest::prop_assert_eq!(b.save(Millis(3), Some(77)), saved);
+        }
     }
 }

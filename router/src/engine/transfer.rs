@@ -129,6 +129,7 @@ impl<S: CustodyStore> Engine<S> {
         *n += 1;
         if *n == 1 {
             self.policy.contact_up(self.now, ph);
+            self.queue_routing_state();
         }
         if let Some(state) = self.policy.state_for_peer(self.now) {
             for chunk in state.chunks(items_per_frame(budget, PREDICT_ITEM)) {
@@ -263,6 +264,7 @@ impl<S: CustodyStore> Engine<S> {
             }
             Frame::Predictability(entries) => {
                 self.policy.peer_state(self.now, peer, &entries);
+                self.queue_routing_state();
                 Ok(())
             }
         }

@@ -115,6 +115,42 @@ impl<S: CustodyStore> Engine<S> {
         self.queue_op(WriteOp::MarkSeen(id, time));
     }
 
+    /// Queues the routing policy's state (replacing one already queued), if it has
+    /// state and [`super::EngineConfig::persist_routing`] is on.
+    pub(crate) fn queue_routing_state(&mut self) {
+        if !self.config.persist_routing {
+            return;
+        }
+        let wall = self.wall.map(|w| u64::from(w.0));
+        let Some(state) = self.policy.save_state(self.now, wall) else {
+            return;
+        };
+        self.writes
+            .ops
+            .retain(|op| !matches!(op, WriteOp::SetRoutingState(_)));
+        self.queue_op(WriteOp::SetRoutingState(state));
+    }
+
+    /// Restores the routing policy's state saved by an earlier run, once (the first
+    /// call). A state that does not decode is dropped (the policy starts empty and
+    /// the next save replaces it): it only steers routing, it holds no custody.
+    pub(crate) fn restore_routing(&mut self) -> Result<(), EngineError> {
+        if self.routing_restored {
+            return Ok(());
+        }
+        self.routing_restored = true;
+        if !self.config.persist_routing {
+            return Ok(());
+        }
+        if let Some(bytes) = self.store.routing_state()? {
+            let wall = self.wall.map(|w| u64::from(w.0));
+            if self.policy.restore_state(&bytes, self.now, wall).is_err() {
+                self.stats.routing_state_dropped += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// A record's metadata, with the queued writes applied; a quarantined record
     /// counts as absent.
     pub(crate) fn info(&self, id: &BundleId) -> Result<Option<RecordInfo>, StoreError> {
