@@ -263,3 +263,12 @@ pub fn payload(n: usize, seed: u8) -> Vec<u8> {
 pub fn realm_of(first: &TestNode) -> String {
     first.node.realm_share("valley")
 }
+
+/// Nodes `a` and `b` of one realm under `policy`, `b` configured to dial `a`
+/// (neither started).
+pub fn linked_pair(dir: &Path, policy: &str) -> (TestNode, TestNode) {
+    let a = TestNode::init(dir, "a", None, policy);
+    let b = TestNode::init(dir, "b", Some(&realm_of(&a)), policy);
+    b.set_peers(&[a.addr()]);
+    (a, b)
+}

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_tests::nodes::{free_port, payload, realm_of, TestNode, SETTLE};
+use ferry_tests::nodes::{free_port, linked_pair, payload, realm_of, TestNode, SETTLE};
 use ferry_tests::wait_until;
 
 /// A, B and C (epidemic) where A and C only ever dial B, the relay.
@@ -21,10 +21,7 @@ fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
 #[test]
 fn direct_delivery_with_receipt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "spray-and-wait");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "spray-and-wait");
-    b.set_peers(&[a.addr()]);
+    let (a, b) = linked_pair(dir.path(), "spray-and-wait");
     let da = a.start();
     let db = b.start();
     assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
@@ -242,10 +239,7 @@ fn static_routes_deliver_across_a_line() {
 #[test]
 fn prophet_table_survives_sigkill() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "prophet");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "prophet");
-    b.set_peers(&[a.addr()]);
+    let (a, b) = linked_pair(dir.path(), "prophet");
     let table = |n: &TestNode| -> Option<Vec<f64>> {
         let s = n.status()?;
         let t = s["routing"]["predictabilities"].as_array()?;
