@@ -31,14 +31,16 @@ pub struct TestNode {
     pub node: Node,
     /// Its QUIC port.
     pub quic: u16,
+    /// Its API port (on 127.0.0.1).
+    pub api: u16,
 }
 
 impl TestNode {
     pub fn init(dir: &Path, name: &str, realm: Option<&str>, policy: &str) -> Self {
         let quic = free_port();
-        let api = free_port();
+        let api_port = free_port();
         let listen = format!("127.0.0.1:{quic}");
-        let api = format!("127.0.0.1:{api}");
+        let api = format!("127.0.0.1:{api_port}");
         let realm_arg = realm.unwrap_or("valley").to_owned();
         let node = Node::init(
             dir.join(name),
@@ -54,7 +56,11 @@ impl TestNode {
                 policy,
             ],
         );
-        Self { node, quic }
+        Self {
+            node,
+            quic,
+            api: api_port,
+        }
     }
 
     pub fn addr(&self) -> String {

@@ -1,6 +1,6 @@
 //! End-to-end figures of two real `ferry run` processes over QUIC on 127.0.0.1.
 //!
-//! `cargo bench -p ferry-node --bench e2e` (about 2 minutes; set `FERRY_E2E_SMALL`,
+//! `cargo bench -p ferry-node --bench e2e` (about 3 minutes; set `FERRY_E2E_SMALL`,
 //! `FERRY_E2E_WAITING` to change the bundle counts).
 //!
 //! 1. Latency at light load: one 64-byte bundle at a time, submit → payload at B's app.
@@ -10,6 +10,8 @@
 //!    at A, sent over QUIC, verified (in batches), committed at B, delivered, acked,
 //!    and answered by a receipt. Next to it, the signing-plus-verification bound of
 //!    this machine measured in the same run.
+//!    2b. The same through the app stream (`/v1/stream`): `FERRY_E2E_STREAMS` (4)
+//!    WebSockets submit to A, one receives and acknowledges at B.
 //! 3. One 100 MiB payload end to end.
 //! 4. Memory: RSS of an idle node, and of a node whose store holds 1,000,000 small
 //!    bundles waiting (pre-filled through the store API, then the node started).
@@ -187,6 +189,88 @@ fn take(a: &ureq::Agent, at: &NodeDir, wait: u64) -> Option<usize> {
     Some(body.len())
 }
 
+type Ws = tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>;
+
+fn ws_connect(n: &NodeDir, query: &str) -> Ws {
+    let url = format!("ws://127.0.0.1:{}/v1/stream{query}", n.api);
+    let ws = tungstenite::connect(url).expect("websocket").0;
+    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_nodelay(true).expect("nodelay");
+    }
+    ws
+}
+
+fn ws_text(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        match ws.read().expect("read") {
+            tungstenite::Message::Text(t) => {
+                return serde_json::from_str(t.as_str()).expect("json")
+            }
+            tungstenite::Message::Binary(_) => panic!("unexpected binary message"),
+            _ => continue,
+        }
+    }
+}
+
+/// `n` 64-byte payloads submitted on `senders` streams to A (each keeping up to 200
+/// unanswered), received and acknowledged on one stream at B. Returns (delivered,
+/// seconds from the first submit to the last delivery).
+fn stream_throughput(a: &NodeDir, b: &NodeDir, n: usize, senders: usize) -> (usize, f64) {
+    const OUTSTANDING: usize = 200;
+    let mut rx = ws_connect(b, "?receive=true");
+    let mut txs: Vec<Ws> = (0..senders.max(1)).map(|_| ws_connect(a, "")).collect();
+    for tx in &mut txs {
+        let params = serde_json::json!({ "type": "params", "to": b.id, "lifetime": "1h" });
+        tx.send(tungstenite::Message::Text(params.to_string().into()))
+            .expect("params");
+        assert_eq!(ws_text(tx)["type"], "params");
+    }
+    let first = Instant::now();
+    let per = n.div_ceil(txs.len());
+    let submitters: Vec<_> = txs
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut tx)| {
+            let count = per.min(n.saturating_sub(k * per));
+            std::thread::spawn(move || {
+                let (mut sent, mut answered) = (0, 0);
+                while answered < count {
+                    while sent < count && sent - answered < OUTSTANDING {
+                        let p = vec![((k * per + sent) % 251) as u8; 64];
+                        tx.write(tungstenite::Message::Binary(p.into()))
+                            .expect("write");
+                        sent += 1;
+                    }
+                    tx.flush().expect("flush");
+                    let r = ws_text(&mut tx);
+                    assert_eq!(r["type"], "submitted", "{r}");
+                    answered += 1;
+                }
+            })
+        })
+        .collect();
+    let mut got = 0;
+    let mut last = first;
+    while got < n && first.elapsed() < Duration::from_secs(300) {
+        let meta = ws_text(&mut rx);
+        assert_eq!(meta["type"], "delivery", "{meta}");
+        let body = match rx.read().expect("read") {
+            tungstenite::Message::Binary(b) => b,
+            other => panic!("expected the payload, got {other:?}"),
+        };
+        assert_eq!(body.len(), 64);
+        let ack = serde_json::json!({ "type": "ack", "id": meta["id"] });
+        rx.send(tungstenite::Message::Text(ack.to_string().into()))
+            .expect("ack");
+        got += 1;
+        last = Instant::now();
+    }
+    for s in submitters {
+        let _ = s.join();
+    }
+    (got, last.duration_since(first).as_secs_f64())
+}
+
 fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -324,6 +408,20 @@ fn main() {
         per * 1e6,
         bound,
         100.0 * rate / bound
+    );
+
+    // 2b. Throughput through the app stream (`/v1/stream`, one WebSocket per app).
+    let streamed = stream_throughput(&a, &b, n, env_usize("FERRY_E2E_STREAMS", 4));
+    println!(
+        "\n== throughput through /v1/stream, 64-byte payloads, {} sending streams, 1 receiving ==",
+        env_usize("FERRY_E2E_STREAMS", 4)
+    );
+    println!(
+        "{}/{n} bundles delivered in {:.2} s: {:.0} bundles/s ({:.1}% of the bound)",
+        streamed.0,
+        streamed.1,
+        streamed.0 as f64 / streamed.1,
+        100.0 * streamed.0 as f64 / streamed.1 / bound
     );
 
     // 3. One 100 MiB payload.

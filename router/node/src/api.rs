@@ -9,6 +9,7 @@
 //! | `GET /v1/peers` | links that are up, configured peers |
 //! | `GET /v1/bundles?limit=N` | stored bundles, highest priority first |
 //! | `GET /v1/events` | server-sent events: `delivery`, `delivered` |
+//! | `GET /v1/stream?receive=&endpoint=` | a WebSocket for many submissions, deliveries and acks (`stream.rs`) |
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -29,7 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
-use crate::daemon::{now_dtn, Cmd, Shared, SubmitError, SubmitRequest};
+use crate::daemon::{now_dtn, Cmd, Pending, Shared, SubmitError, SubmitRequest};
 
 /// How long a delivery handed to an app stays reserved for it before another `next`
 /// may get it again.
@@ -53,9 +54,14 @@ pub async fn serve(
         .route("/v1/status", get(status))
         .route("/v1/peers", get(peers))
         .route("/v1/events", get(events))
+        .route("/v1/stream", get(crate::stream::stream))
         .route("/v1/drives/sync", post(drive_sync))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(shared);
+    // Small writes (stream messages, short answers) go out at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
@@ -63,7 +69,8 @@ pub async fn serve(
         .await
 }
 
-struct ApiError(StatusCode, String);
+/// An API error: the HTTP status and a one-line reason.
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -75,8 +82,10 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-#[derive(Debug, Deserialize)]
-struct SubmitQuery {
+/// How to seal what an app submits: the query of `POST /v1/bundles`, and the
+/// `params` message of `/v1/stream`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SubmitQuery {
     to: Option<String>,
     #[serde(default)]
     group: bool,
@@ -88,12 +97,10 @@ struct SubmitQuery {
     realm: Option<String>,
 }
 
-async fn submit(
-    State(shared): State<Arc<Shared>>,
-    Query(q): Query<SubmitQuery>,
-    body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let endpoint = q.endpoint.filter(|e| !e.is_empty());
+/// Checks a submit query against the node's keys and config (the creation time is
+/// set when each bundle is submitted).
+pub fn submit_params(shared: &Shared, q: &SubmitQuery) -> Result<SealParams, ApiError> {
+    let endpoint = q.endpoint.clone().filter(|e| !e.is_empty());
     let recipient = match (q.to.as_deref(), q.group) {
         (Some(_), true) => return Err(bad("give either `to` or `group=true`, not both")),
         (None, true) => Recipient::Group { endpoint },
@@ -114,8 +121,8 @@ async fn submit(
         .unwrap_or("normal")
         .parse()
         .map_err(bad)?;
-    let realm = match q.realm {
-        Some(r) => r,
+    let realm = match &q.realm {
+        Some(r) => r.clone(),
         None => shared
             .keyring
             .realms()
@@ -123,7 +130,7 @@ async fn submit(
             .map(|r| r.name().to_owned())
             .ok_or_else(|| bad("this node has no realm"))?,
     };
-    let params = SealParams {
+    Ok(SealParams {
         recipient,
         realm,
         created: now_dtn(),
@@ -133,36 +140,61 @@ async fn submit(
         hop_limit: cfg.routing.hop_limit,
         kind: PayloadKind::AppData,
         ephemeral: q.ephemeral,
-    };
+    })
+}
+
+/// The answer to one submission: the bundle id once it is committed.
+pub type SubmitReply = oneshot::Receiver<Result<BundleId, SubmitError>>;
+
+/// Hands a payload to the engine to be sealed (with the creation time now) and
+/// stored; the reply comes once it is committed.
+pub async fn start_submit(
+    shared: &Shared,
+    mut params: SealParams,
+    payload: Bytes,
+) -> Result<SubmitReply, ApiError> {
+    params.created = now_dtn();
     let (tx, rx) = oneshot::channel();
     shared
         .cmds
         .send(Cmd::Submit {
-            req: SubmitRequest {
-                params,
-                payload: body,
-            },
+            req: SubmitRequest { params, payload },
             reply: tx,
         })
         .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "node is shutting down".into(),
-            )
-        })?;
-    match rx.await {
-        Ok(Ok(id)) => Ok(Json(json!({ "id": id.to_string() }))),
+        .map_err(|_| shutting_down())?;
+    Ok(rx)
+}
+
+/// What a submission's reply means for the app.
+pub async fn submit_outcome(reply: SubmitReply) -> Result<BundleId, ApiError> {
+    match reply.await {
+        Ok(Ok(id)) => Ok(id),
         Ok(Err(SubmitError::StoreFull)) => Err(ApiError(
             StatusCode::INSUFFICIENT_STORAGE,
             "store full".into(),
         )),
-        Ok(Err(SubmitError::ShuttingDown)) | Err(_) => Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node is shutting down".into(),
-        )),
+        Ok(Err(SubmitError::ShuttingDown)) | Err(_) => Err(shutting_down()),
         Ok(Err(e)) => Err(bad(e.to_string())),
     }
+}
+
+fn shutting_down() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "node is shutting down".into(),
+    )
+}
+
+async fn submit(
+    State(shared): State<Arc<Shared>>,
+    Query(q): Query<SubmitQuery>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let params = submit_params(&shared, &q)?;
+    let reply = start_submit(&shared, params, body).await?;
+    let id = submit_outcome(reply).await?;
+    Ok(Json(json!({ "id": id.to_string() })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,46 +211,82 @@ async fn next_delivery(
     let endpoint = q.endpoint.unwrap_or_default();
     let wait = Duration::from_secs(q.wait.min(MAX_WAIT_SECS));
     let deadline = tokio::time::Instant::now() + wait;
+    let Some((pending, payload)) = wait_deliveries(&shared, &endpoint, 1, Some(deadline))
+        .await?
+        .pop()
+    else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let mut headers = HeaderMap::new();
+    let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("?"));
+    headers.insert("ferry-bundle-id", hv(&pending.id));
+    headers.insert("ferry-source", hv(&pending.source));
+    headers.insert("ferry-kind", hv(&pending.kind));
+    headers.insert(
+        "ferry-group",
+        hv(if pending.group { "true" } else { "false" }),
+    );
+    Ok((StatusCode::OK, headers, payload).into_response())
+}
+
+/// Leases up to `max` deliveries of `endpoint` and reads their payloads, waiting
+/// until at least one is there or `deadline` passes (`None`: no deadline). Leases
+/// last [`LEASE`]; an acknowledgment releases the delivery for good.
+pub async fn wait_deliveries(
+    shared: &Arc<Shared>,
+    endpoint: &str,
+    max: usize,
+    deadline: Option<tokio::time::Instant>,
+) -> Result<Vec<(Pending, Vec<u8>)>, ApiError> {
     loop {
         let notified = shared.delivery_ready.notified();
-        let leased = shared
+        let leased: Vec<(BundleId, Pending)> = shared
             .deliveries
             .lock()
-            .ok()
-            .and_then(|mut d| d.lease(&endpoint, shared.clock.now(), LEASE));
-        if let Some((id, pending)) = leased {
+            .map(|mut d| {
+                let now = shared.clock.now();
+                std::iter::from_fn(|| d.lease(endpoint, now, LEASE))
+                    .take(max)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !leased.is_empty() {
             let s = shared.clone();
-            let payload = tokio::task::spawn_blocking(move || open_stored(&s, &id))
-                .await
-                .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
-            let payload = match payload {
-                Ok(Some(p)) => p,
-                // Released meanwhile (a receipt or expiry): drop it and look again.
-                Ok(None) => {
-                    if let Ok(mut d) = shared.deliveries.lock() {
-                        d.remove(&id);
+            let opened = tokio::task::spawn_blocking(move || {
+                leased
+                    .into_iter()
+                    .map(|(id, p)| (id, p, open_stored(&s, &id)))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
+            let mut out = Vec::with_capacity(opened.len());
+            for (id, pending, payload) in opened {
+                match payload {
+                    Ok(Some(p)) => out.push((pending, p)),
+                    // Released meanwhile (a receipt or expiry): drop it.
+                    Ok(None) => {
+                        if let Ok(mut d) = shared.deliveries.lock() {
+                            d.remove(&id);
+                        }
                     }
-                    continue;
+                    Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
                 }
-                Err(e) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, e)),
-            };
-            let mut headers = HeaderMap::new();
-            let hv = |s: &str| HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("?"));
-            headers.insert("ferry-bundle-id", hv(&pending.id));
-            headers.insert("ferry-source", hv(&pending.source));
-            headers.insert("ferry-kind", hv(&pending.kind));
-            headers.insert(
-                "ferry-group",
-                hv(if pending.group { "true" } else { "false" }),
-            );
-            return Ok((StatusCode::OK, headers, payload).into_response());
+            }
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            continue;
         }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep_until(deadline) => {}
+        match deadline {
+            Some(d) if tokio::time::Instant::now() >= d => return Ok(Vec::new()),
+            Some(d) => {
+                tokio::select! {
+                    _ = notified => {}
+                    _ = tokio::time::sleep_until(d) => {}
+                }
+            }
+            None => notified.await,
         }
     }
 }
@@ -242,6 +310,12 @@ async fn ack(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id: BundleId = id.parse().map_err(|_| bad("not a bundle id"))?;
+    ack_delivery(&shared, id).await?;
+    Ok(Json(json!({ "acknowledged": id.to_string() })))
+}
+
+/// Releases a delivery an app has taken (the node then sends a receipt).
+pub async fn ack_delivery(shared: &Shared, id: BundleId) -> Result<(), ApiError> {
     let known = shared
         .deliveries
         .lock()
@@ -253,13 +327,11 @@ async fn ack(
             "no delivery with this id is waiting".into(),
         ));
     }
-    shared.cmds.send(Cmd::AppAck { id }).await.map_err(|_| {
-        ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "node is shutting down".into(),
-        )
-    })?;
-    Ok(Json(json!({ "acknowledged": id.to_string() })))
+    shared
+        .cmds
+        .send(Cmd::AppAck { id })
+        .await
+        .map_err(|_| shutting_down())
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -207,13 +207,23 @@ pub struct Pending {
     #[serde(skip)]
     pub leased_until: Option<Millis>,
     #[serde(skip)]
-    raw_id: BundleId,
+    pub(crate) raw_id: BundleId,
 }
 
-/// Deliveries per endpoint (the default endpoint is `""`).
+/// Deliveries per endpoint (the default endpoint is `""`): each endpoint's ids in
+/// arrival order, and the deliveries by id. Removing one (an ack, a receipt) is
+/// O(1); its id leaves the order lazily, and the order is compacted once it holds
+/// more dead ids than live ones.
 #[derive(Debug, Default)]
 pub struct Deliveries {
-    queues: HashMap<String, VecDeque<Pending>>,
+    queues: HashMap<String, Queue>,
+    items: HashMap<BundleId, (String, Pending)>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    order: VecDeque<BundleId>,
+    live: usize,
 }
 
 impl Deliveries {
@@ -225,49 +235,73 @@ impl Deliveries {
         lease: Millis,
     ) -> Option<(BundleId, Pending)> {
         let q = self.queues.get_mut(endpoint)?;
-        let p = q
-            .iter_mut()
-            .find(|p| p.leased_until.is_none_or(|t| t <= now))?;
-        p.leased_until = Some(Millis(now.0 + lease.0));
-        Some((p.raw_id, p.clone()))
+        while q
+            .order
+            .front()
+            .is_some_and(|id| !self.items.contains_key(id))
+        {
+            q.order.pop_front();
+        }
+        for id in &q.order {
+            if let Some((_, p)) = self.items.get_mut(id) {
+                if p.leased_until.is_none_or(|t| t <= now) {
+                    p.leased_until = Some(Millis(now.0 + lease.0));
+                    return Some((*id, p.clone()));
+                }
+            }
+        }
+        None
     }
 
     fn push(&mut self, endpoint: String, p: Pending) -> bool {
-        let q = self.queues.entry(endpoint).or_default();
-        if q.iter().any(|x| x.raw_id == p.raw_id) {
+        if self.items.contains_key(&p.raw_id) {
             return true;
         }
-        if q.len() >= MAX_QUEUED_DELIVERIES {
+        let q = self.queues.entry(endpoint.clone()).or_default();
+        if q.live >= MAX_QUEUED_DELIVERIES {
             return false;
         }
-        q.push_back(p);
+        q.order.push_back(p.raw_id);
+        q.live += 1;
+        self.items.insert(p.raw_id, (endpoint, p));
         true
+    }
+
+    /// Ends the lease of a delivery an app took and did not acknowledge, so that
+    /// the next `lease` offers it again.
+    pub fn release(&mut self, id: &BundleId) {
+        if let Some((_, p)) = self.items.get_mut(id) {
+            p.leased_until = None;
+        }
     }
 
     /// Drops a delivery (acknowledged, or no longer stored); whether it was queued.
     pub fn remove(&mut self, id: &BundleId) -> bool {
-        let mut found = false;
-        for q in self.queues.values_mut() {
-            let before = q.len();
-            q.retain(|p| p.raw_id != *id);
-            found |= q.len() != before;
+        let Some((endpoint, _)) = self.items.remove(id) else {
+            return false;
+        };
+        if let Some(q) = self.queues.get_mut(&endpoint) {
+            q.live = q.live.saturating_sub(1);
+            if q.live == 0 {
+                self.queues.remove(&endpoint);
+            } else if q.order.len() > 2 * q.live + 64 {
+                let items = &self.items;
+                q.order.retain(|i| items.contains_key(i));
+            }
         }
-        self.queues.retain(|_, q| !q.is_empty());
-        found
+        true
     }
 
     /// Whether `id` is queued for an app.
     pub fn contains(&self, id: &BundleId) -> bool {
-        self.queues
-            .values()
-            .any(|q| q.iter().any(|p| p.raw_id == *id))
+        self.items.contains_key(id)
     }
 
     /// Number of deliveries queued, per endpoint.
     pub fn counts(&self) -> BTreeMap<String, usize> {
         self.queues
             .iter()
-            .map(|(k, v)| (k.clone(), v.len()))
+            .map(|(k, v)| (k.clone(), v.live))
             .collect()
     }
 }
@@ -1064,5 +1098,74 @@ pub fn kind_name(kind: PayloadKind) -> &'static str {
         PayloadKind::Delta => "delta",
         PayloadKind::Receipt => "receipt",
         PayloadKind::Manifest => "manifest",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: u8) -> Pending {
+        Pending {
+            id: n.to_string(),
+            source: String::new(),
+            kind: "app-data".into(),
+            group: false,
+            leased_until: None,
+            raw_id: BundleId([n; 32]),
+        }
+    }
+
+    #[test]
+    fn deliveries_lease_in_order_and_drop_in_constant_time() {
+        let mut d = Deliveries::default();
+        for n in 1..=200u8 {
+            assert!(d.push(
+                if n % 2 == 0 {
+                    "a".into()
+                } else {
+                    String::new()
+                },
+                pending(n)
+            ));
+        }
+        assert!(
+            d.push("a".into(), pending(2)),
+            "a duplicate is accepted once"
+        );
+        assert_eq!(d.counts().get("a"), Some(&100));
+        let lease = Millis(60_000);
+        let (first, _) = d.lease("a", Millis(0), lease).unwrap();
+        assert_eq!(first, BundleId([2; 32]));
+        // Removing ids in the middle: they are not offered again, and the order is
+        // compacted as they pile up.
+        for n in (4..=150u8).step_by(2) {
+            assert!(d.remove(&BundleId([n; 32])));
+            assert!(!d.contains(&BundleId([n; 32])));
+        }
+        assert!(!d.remove(&BundleId([4; 32])));
+        let (next, _) = d.lease("a", Millis(0), lease).unwrap();
+        assert_eq!(next, BundleId([152; 32]));
+        let q = &d.queues["a"];
+        assert_eq!(q.live, 26);
+        assert!(q.order.len() <= 2 * q.live + 64);
+        // A released lease is offered again before later ones; an expired one too.
+        d.release(&BundleId([2; 32]));
+        assert_eq!(d.lease("a", Millis(0), lease).unwrap().0, BundleId([2; 32]));
+        assert_eq!(
+            d.lease("a", Millis(0), lease).unwrap().0,
+            BundleId([154; 32])
+        );
+        assert_eq!(
+            d.lease("a", Millis(60_000), lease).unwrap().0,
+            BundleId([2; 32])
+        );
+        // The other endpoint is untouched; an emptied endpoint disappears.
+        assert_eq!(d.counts().get(""), Some(&100));
+        for n in (1..=199u8).step_by(2) {
+            d.remove(&BundleId([n; 32]));
+        }
+        assert_eq!(d.counts().get(""), None);
+        assert!(d.lease("", Millis(0), lease).is_none());
     }
 }

@@ -8,6 +8,7 @@ mod drive;
 mod radio_emulator;
 mod serial;
 mod sim;
+mod stream;
 
 use std::fs::File;
 use std::io::{self, IsTerminal, Read, Write};
