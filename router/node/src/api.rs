@@ -23,6 +23,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ferry_core::rand_core::OsRng;
 use ferry_core::{Bundle, BundleId, NodeId, PayloadKind, Priority, Recipient, SealParams};
 use ferry_router::engine::Millis;
 use ferry_storage::CustodyStore;
@@ -30,7 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
-use crate::daemon::{now_dtn, Cmd, Pending, Shared, SubmitError, SubmitRequest};
+use crate::daemon::{now_dtn, Cmd, Pending, Shared, SubmitError};
 
 /// How long a delivery handed to an app stays reserved for it before another `next`
 /// may get it again.
@@ -146,21 +147,35 @@ pub fn submit_params(shared: &Shared, q: &SubmitQuery) -> Result<SealParams, Api
 /// The answer to one submission: the bundle id once it is committed.
 pub type SubmitReply = oneshot::Receiver<Result<BundleId, SubmitError>>;
 
-/// Hands a payload to the engine to be sealed (with the creation time now) and
-/// stored; the reply comes once it is committed.
+/// Payloads up to this size are sealed on the calling task; larger ones on a
+/// blocking thread (sealing 100 MiB takes a good part of a second).
+const INLINE_SEAL_MAX: usize = 64 * 1024;
+
+/// Seals a payload (with the creation time now and the next sequence number) and
+/// hands the bundle to the engine to be stored; the reply comes once it is
+/// committed.
 pub async fn start_submit(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     mut params: SealParams,
     payload: Bytes,
 ) -> Result<SubmitReply, ApiError> {
     params.created = now_dtn();
+    params.sequence = shared
+        .next_sequence()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let sealed = if payload.len() <= INLINE_SEAL_MAX {
+        shared.keyring.seal(&params, &payload, &mut OsRng)
+    } else {
+        let keyring = shared.keyring.clone();
+        tokio::task::spawn_blocking(move || keyring.seal(&params, &payload, &mut OsRng))
+            .await
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
+    };
+    let bundle = sealed.map_err(|e| bad(e.to_string()))?;
     let (tx, rx) = oneshot::channel();
     shared
         .cmds
-        .send(Cmd::Submit {
-            req: SubmitRequest { params, payload },
-            reply: tx,
-        })
+        .send(Cmd::Submit { bundle, reply: tx })
         .await
         .map_err(|_| shutting_down())?;
     Ok(rx)

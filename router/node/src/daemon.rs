@@ -25,8 +25,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use ferry_cl_api::{LinkEvent, LinkId, TransferId};
 use ferry_cl_quic::{DiscoveryConfig, QuicConfig, QuicLink};
-use ferry_core::rand_core::OsRng;
-use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeId, OpenError, PayloadKind, SealParams};
+
+use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeId, OpenError, PayloadKind};
 use ferry_router::config::Config;
 use ferry_router::engine::{
     Engine, EngineConfig, EngineStats, ImportOutcome, Input, Millis, Origin, Output, RefuseReason,
@@ -85,14 +85,8 @@ impl Clock {
     }
 }
 
-/// What an app asks to send.
-#[derive(Debug)]
-pub struct SubmitRequest {
-    /// Sealing parameters, except the sequence number (the engine reserves it).
-    pub params: SealParams,
-    /// The payload.
-    pub payload: Bytes,
-}
+/// Sequence numbers for bundles sealed by the API, reserved durably in blocks.
+const API_SEQUENCE_BLOCK: u64 = 4096;
 
 /// Why a submission failed, as the API reports it.
 #[derive(Debug, thiserror::Error)]
@@ -127,8 +121,9 @@ pub enum Cmd {
     },
     /// An app submits a payload.
     Submit {
-        /// What to send.
-        req: SubmitRequest,
+        /// The bundle, sealed by the API task (signing is the costly part of a
+        /// small submission; it stays off the engine thread).
+        bundle: Bundle,
         /// Answered once the bundle is committed (or refused).
         reply: oneshot::Sender<Result<BundleId, SubmitError>>,
     },
@@ -339,6 +334,8 @@ pub struct Shared {
     pub cmds: mpsc::Sender<Cmd>,
     /// Deliveries waiting for apps.
     pub deliveries: Mutex<Deliveries>,
+    /// Sequence numbers reserved for the API's sealing, not yet used.
+    pub sequences: Mutex<std::ops::Range<u64>>,
     /// Woken when a delivery is queued.
     pub delivery_ready: Notify,
     /// Events for subscribers.
@@ -359,6 +356,24 @@ pub struct Shared {
     pub home: PathBuf,
     /// Serial ports (cables, radios): their state and counters, by port name.
     pub serial: Mutex<BTreeMap<String, crate::serial::PortStatus>>,
+}
+
+impl Shared {
+    /// The next never-used sequence number for a bundle the API seals (blocks of
+    /// [`API_SEQUENCE_BLOCK`] are reserved durably in the store, apart from the
+    /// engine's own).
+    pub fn next_sequence(&self) -> Result<u64, ferry_storage::StoreError> {
+        let mut r = self
+            .sequences
+            .lock()
+            .map_err(|_| ferry_storage::StoreError::InvalidArgument("sequence lock poisoned"))?;
+        if r.is_empty() {
+            *r = ferry_storage::CustodyStore::reserve_sequence(&*self.store, API_SEQUENCE_BLOCK)?;
+        }
+        let s = r.start;
+        r.start += 1;
+        Ok(s)
+    }
 }
 
 /// Runs the node until SIGTERM/SIGINT.
@@ -542,6 +557,7 @@ impl Core {
             config,
             cmds: cmd_tx,
             deliveries: Mutex::new(Deliveries::default()),
+            sequences: Mutex::new(0..0),
             delivery_ready: Notify::new(),
             events,
             delivered: Mutex::new(VecDeque::new()),
@@ -866,22 +882,7 @@ impl EngineLoop {
                 self.writers.insert(link, writer);
                 self.input(input).await;
             }
-            Cmd::Submit { req, reply } => {
-                let mut params = req.params;
-                params.sequence = match self.engine.next_sequence() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = reply.send(Err(SubmitError::Refused(e.to_string())));
-                        return;
-                    }
-                };
-                let bundle = match self.shared.keyring.seal(&params, &req.payload, &mut OsRng) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                        return;
-                    }
-                };
+            Cmd::Submit { bundle, reply } => {
                 self.submits.insert(bundle.id(), reply);
                 self.input(Input::Submit { bundle }).await;
             }
