@@ -38,6 +38,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 const CMD_QUEUE: usize = 4096;
 /// Most commands the engine thread handles in a row before it waits again.
 const CMD_RUN: usize = 256;
+/// Most bundles one commit takes from apps and live links (the engine loop commits
+/// earlier whenever its queue runs dry).
+const COMMIT_BATCH: usize = 1024;
 /// Capacity of each link writer's queue.
 const LINK_QUEUE: usize = 8192;
 /// Most bundles verified in one batch.
@@ -547,6 +550,9 @@ impl Core {
         let mut engine_cfg = EngineConfig::from_config(&config, routes);
         // Apps fetch payloads from the store (`api.rs`); the engine need not copy them.
         engine_cfg.deliver_payload = false;
+        // The engine loop commits whenever its queue runs dry (`handle_idle`), so a
+        // batch grows only while commands keep arriving: up to this many bundles.
+        engine_cfg.commit_batch = COMMIT_BATCH;
         let clock = Clock::start();
         let engine = Engine::new(store.clone(), keyring.clone(), engine_cfg, clock.now());
         let (cmd_tx, cmd_rx) = mpsc::channel(CMD_QUEUE);
@@ -830,6 +836,7 @@ fn engine_main(
             // engine's queued writes then go out with one commit. A due timeout
             // (a commit deadline) stops the run.
             let mut stop = false;
+            let mut dry = false;
             for _ in 1..CMD_RUN {
                 if el.engine.poll_timeout().is_some_and(|t| t <= clock.now()) {
                     break;
@@ -840,8 +847,15 @@ fn engine_main(
                         break;
                     }
                     Ok(c) => el.command(c).await,
-                    Err(_) => break,
+                    Err(_) => {
+                        dry = true;
+                        break;
+                    }
                 }
+            }
+            if dry {
+                // Nothing else is queued: commit now (group commit by load).
+                el.idle(clock.now()).await;
             }
             if let Ok(mut s) = el.shared.engine_stats.lock() {
                 *s = el.engine.stats();
@@ -859,6 +873,13 @@ impl EngineLoop {
     async fn timeout(&mut self, now: Millis) {
         if let Err(e) = self.engine.handle_timeout(now, now_dtn()) {
             tracing::warn!(error = %e, "engine timeout handling failed");
+        }
+        self.drain().await;
+    }
+
+    async fn idle(&mut self, now: Millis) {
+        if let Err(e) = self.engine.handle_idle(now, now_dtn()) {
+            tracing::warn!(error = %e, "engine commit failed");
         }
         self.drain().await;
     }

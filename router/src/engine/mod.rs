@@ -139,7 +139,9 @@
 //! (one LMDB commit) when [`EngineConfig::commit_batch`] bundles or
 //! [`EngineConfig::commit_batch_bytes`] bytes are waiting, or
 //! [`EngineConfig::commit_delay`] after the first one (the time `poll_timeout`
-//! returns). `Ack` frames are emitted only after the insert returned `Ok`. A
+//! returns), or when the driver reports that its input queue ran dry
+//! ([`Engine::handle_idle`]; the daemon does, so its batches follow the load). `Ack`
+//! frames are emitted only after the insert returned `Ok`. A
 //! [`StoreError::StoreFull`] batch is retried bundle by bundle; what still does not
 //! fit is refused with `Refuse(store full)`, never acknowledged. A bundle that
 //! arrives again once committed (or after delivery and release) is acknowledged at
@@ -913,6 +915,23 @@ impl<S: CustodyStore> Engine<S> {
         self.service()
     }
 
+    /// The driver has no other input queued: commits what live links and apps left
+    /// in the commit buffer, and the queued writes, now instead of at the commit
+    /// delay (a drive's bulk load keeps its own batching). A driver that calls this
+    /// whenever its input queue runs dry gets group commits whose size follows the
+    /// load: one bundle at light load (no commit delay), large batches under a
+    /// flood (few fsyncs), with [`EngineConfig::commit_batch`] as the upper bound.
+    pub fn handle_idle(&mut self, now: Millis, wall: Option<DtnTime>) -> Result<(), EngineError> {
+        self.set_time(now, wall);
+        self.restore_routing()?;
+        if self.pending_live > 0 {
+            self.flush()?;
+        } else if self.writes.len() > 0 {
+            self.flush_writes()?;
+        }
+        self.service()
+    }
+
     /// The next output, if any.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -1081,6 +1100,16 @@ mod tests {
                 .any(|o| matches!(o, Output::Stored { id: s, .. } if s == id));
             assert_eq!(stored, at_once, "delay {delay:?}");
             assert_eq!(store.contains(&id).unwrap(), at_once, "delay {delay:?}");
+            // A driver with nothing else queued commits at once, before the delay.
+            a.handle_idle(Millis(11), wall).unwrap();
+            let stored = std::iter::from_fn(|| a.poll_output())
+                .any(|o| matches!(o, Output::Stored { id: s, .. } if s == id));
+            assert_eq!(stored, !at_once, "idle, delay {delay:?}");
+            assert!(store.contains(&id).unwrap());
+            // Idle again with nothing buffered: no commit.
+            let commits = a.stats().commits;
+            a.handle_idle(Millis(12), wall).unwrap();
+            assert_eq!(a.stats().commits, commits);
         }
     }
 
