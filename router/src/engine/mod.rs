@@ -916,7 +916,7 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     /// The driver has no other input queued: commits what live links and apps left
-    /// in the commit buffer, and the queued writes, now instead of at the commit
+    /// in the commit buffer (with the queued writes) now instead of at the commit
     /// delay (a drive's bulk load keeps its own batching). A driver that calls this
     /// whenever its input queue runs dry gets group commits whose size follows the
     /// load: one bundle at light load (no commit delay), large batches under a
@@ -924,11 +924,13 @@ impl<S: CustodyStore> Engine<S> {
     pub fn handle_idle(&mut self, now: Millis, wall: Option<DtnTime>) -> Result<(), EngineError> {
         self.set_time(now, wall);
         self.restore_routing()?;
-        if self.pending_live > 0 {
-            self.flush()?;
-        } else if self.writes.len() > 0 {
-            self.flush_writes()?;
+        if self.pending_live == 0 {
+            // Nothing waits for a commit that an ack hangs on: queued writes keep
+            // their delay, and no extra pass over the links is made (an idle pass
+            // re-ran link work that small-MTU links pay for in airtime).
+            return Ok(());
         }
+        self.flush()?;
         self.service()
     }
 
