@@ -270,6 +270,19 @@ pub fn realm_of(first: &TestNode) -> String {
     first.node.realm_share("valley")
 }
 
+/// [`linked_pair`], both started, once their link is up: (a, b, a's daemon, b's).
+pub fn running_pair(dir: &Path, policy: &str) -> (TestNode, TestNode, Daemon, Daemon) {
+    let (a, b) = linked_pair(dir, policy);
+    let da = a.start();
+    let db = b.start();
+    assert!(
+        wait_until(SETTLE, || a.links() == 1),
+        "no link:\n{}",
+        db.log_text()
+    );
+    (a, b, da, db)
+}
+
 /// Nodes `a` and `b` of one realm under `policy`, `b` configured to dial `a`
 /// (neither started).
 pub fn linked_pair(dir: &Path, policy: &str) -> (TestNode, TestNode) {

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use ferry_tests::nodes::{free_port, linked_pair, payload, realm_of, TestNode, SETTLE};
+use ferry_tests::nodes::{
+    free_port, linked_pair, payload, realm_of, running_pair, TestNode, SETTLE,
+};
 use ferry_tests::wait_until;
 
 /// A, B and C (epidemic) where A and C only ever dial B, the relay.
@@ -21,10 +23,7 @@ fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
 #[test]
 fn direct_delivery_with_receipt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b) = linked_pair(dir.path(), "spray-and-wait");
-    let da = a.start();
-    let db = b.start();
-    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+    let (a, b, da, db) = running_pair(dir.path(), "spray-and-wait");
 
     let data = payload(100_000, 1);
     let id = a.send(&b.node.id, &["--lifetime", "1h"], &data);

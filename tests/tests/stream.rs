@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ferry_tests::nodes::{linked_pair, payload, TestNode, SETTLE};
+use ferry_tests::nodes::{payload, running_pair, TestNode, SETTLE};
 use ferry_tests::wait_until;
 use serde_json::{json, Value};
 use tungstenite::stream::MaybeTlsStream;
@@ -63,10 +63,7 @@ fn next_delivery(ws: &mut Ws) -> (String, Vec<u8>) {
 #[test]
 fn many_bundles_cross_on_two_streams_and_are_confirmed_by_receipts() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b) = linked_pair(dir.path(), "epidemic");
-    let da = a.start();
-    let db = b.start();
-    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+    let (a, b, da, db) = running_pair(dir.path(), "epidemic");
 
     let mut tx = connect(&a, "");
     // A payload before any params, and params that do not make sense, are refused.
@@ -143,10 +140,7 @@ fn many_bundles_cross_on_two_streams_and_are_confirmed_by_receipts() {
 #[test]
 fn deliveries_left_unacknowledged_come_back_when_the_stream_closes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b) = linked_pair(dir.path(), "epidemic");
-    let da = a.start();
-    let db = b.start();
-    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+    let (a, b, da, db) = running_pair(dir.path(), "epidemic");
     let id = a.send(&b.node.id, &["--lifetime", "1h"], b"not yet");
     let mut rx = connect(&b, "?receive=true");
     let (first, body) = next_delivery(&mut rx);
