@@ -34,7 +34,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{
-    ack_delivery, start_submit, submit_outcome, submit_params, wait_deliveries, ApiError,
+    ack_delivery, bad, start_submit, submit_outcome, submit_params, wait_deliveries, ApiError,
     SubmitQuery, SubmitReply,
 };
 use crate::daemon::Shared;
@@ -127,10 +127,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
                 match &params {
                     None => Some(error_message(
                         Some(n),
-                        &ApiError(
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "send a params message before the first payload".into(),
-                        ),
+                        &bad("send a params message before the first payload"),
                     )),
                     Some(p) => match start_submit(&shared, p.clone(), payload).await {
                         Ok(reply) => {
@@ -157,10 +154,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
                 Ok(AppMessage::Ack { id }) => {
                     let r = match id.parse::<BundleId>() {
                         Ok(id) => ack_delivery(&shared, id).await.map(|()| id),
-                        Err(_) => Err(ApiError(
-                            axum::http::StatusCode::BAD_REQUEST,
-                            "not a bundle id".into(),
-                        )),
+                        Err(_) => Err(bad("not a bundle id")),
                     };
                     match r {
                         Ok(id) => {
@@ -175,10 +169,7 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
                 }
                 Err(e) => Some(error_message(
                     None,
-                    &ApiError(
-                        axum::http::StatusCode::BAD_REQUEST,
-                        format!("not a stream message: {e}"),
-                    ),
+                    &bad(format!("not a stream message: {e}")),
                 )),
             },
             Message::Close(_) => break,

@@ -166,13 +166,19 @@ impl Prophet {
         if k == 0 {
             return;
         }
+        self.decay(k);
+        self.last_aging = Some(last + k * unit);
+    }
+
+    /// Eq. 2 for `k` whole time units: `P = P × γ^k`, dropping entries that fall
+    /// below `P_first_threshold`.
+    fn decay(&mut self, k: u64) {
         let factor = self.params.gamma.powf(k as f64);
         let threshold = self.params.p_first_threshold;
         self.table.retain(|_, p| {
             *p *= factor;
             *p >= threshold
         });
-        self.last_aging = Some(last + k * unit);
     }
 
     fn set(&mut self, d: NodeHash, p: f64) {
@@ -340,12 +346,7 @@ impl Prophet {
         let k = since_aging / unit;
         self.last_aging = Some(now.saturating_sub(since_aging % unit));
         if k > 0 {
-            let factor = self.params.gamma.powf(k as f64);
-            let threshold = self.params.p_first_threshold;
-            self.table.retain(|_, p| {
-                *p *= factor;
-                *p >= threshold
-            });
+            self.decay(k);
         }
         // An encounter `I_typ` or more ago counts as none (P_encounter_max either way).
         let i_typ = self.params.i_typ.0.max(1);
