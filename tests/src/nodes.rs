@@ -199,7 +199,11 @@ impl Daemon {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
-            .env("RUST_LOG", "info");
+            // FERRY_TEST_LOG raises the daemons' log level when a test needs looking into.
+            .env(
+                "RUST_LOG",
+                std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         let child = cmd.spawn().expect("start ferry run");
         let d = Self {
             child: Some(child),

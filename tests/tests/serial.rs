@@ -233,8 +233,13 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
             got.extend(c.recv(1, &out));
             !got.is_empty()
         }),
-        "A -> C not delivered:\n{}\n{}",
+        "A -> C not delivered:\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
+        port_status(&a),
+        da.log_text(),
+        port_status(&b),
         db.log_text(),
+        port_status(&c),
+        dc.log_text(),
         serde_json::to_string(&emu.stats()).unwrap()
     );
     assert_eq!(got[0].0, id);

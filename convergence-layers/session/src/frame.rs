@@ -15,9 +15,13 @@
 //!            link-frame key, so outsiders and other realms are refused
 //! src    = the sender's short address: the first 2 bytes of its node hash
 //!
-//! type 0 HELLO  flags: bit0 = please answer with your hello
-//!               body = node_id:[32] nonce:[4] sig:[64]
+//! type 0 HELLO  flags: bit0 = please answer with your hello, bit1 = RESETS
+//!               body = node_id:[32] nonce:[4] sig:[64] [n:u8 (dst:[2] epoch:u8)*n]
 //!               sig  = Ed25519 over "ferry/hello/v1" | realm proof | node_id | nonce
+//!                      [| n | (dst | epoch)*n]
+//!               RESETS (1..=4 entries): the sender had declared these neighbours
+//!               down and has a new contact with them; a named neighbour that still
+//!               holds the old contact ends it too (once per epoch)
 //! type 1 DATA   flags: bits 5-4 = destinations − 1 (1..=3), bit3 POLL, bit2 SINGLE,
 //!               bit1 INFO, bit0 KIND (0 link-protocol frame, 1 bundle)
 //!               SINGLE: body = dst:[2]*n msg:u8 payload          ; a whole message
@@ -56,6 +60,8 @@ pub const MAX_BITMAP: usize = 32;
 pub const MAX_ACK_ENTRIES: usize = 31;
 /// Most segments of one message (segment numbers fit three varint bytes).
 pub const MAX_SEGMENTS: u32 = 1 << 21;
+/// Most contact resets one hello announces.
+pub const MAX_RESETS: usize = 4;
 
 /// A short (2-byte) link address.
 pub type Short = [u8; 2];
@@ -82,6 +88,9 @@ pub enum Body {
         nonce: [u8; 4],
         /// Ed25519 signature (see the module docs).
         sig: [u8; 64],
+        /// Neighbours whose contact the sender restarted, with the sender's contact
+        /// epoch for each (at most [`MAX_RESETS`]; usually empty).
+        resets: Vec<(Short, u8)>,
     },
     /// A whole message in one frame.
     Single {
@@ -292,14 +301,29 @@ fn decode_rest(r: &mut Rd<'_>, b0: u8, top: bool) -> Result<Body, FrameError> {
             return Err(FrameError::Malformed("only DATA or POLL rides in an ACK"))
         }
         T_HELLO => {
-            if flags & !1 != 0 {
+            if flags & !3 != 0 {
                 return Err(FrameError::Malformed("hello flags"));
             }
+            let answer = flags & 1 == 1;
+            let node_id = r.arr()?;
+            let nonce = r.arr()?;
+            let sig = r.arr()?;
+            let mut resets = Vec::new();
+            if flags & 2 != 0 {
+                let n = usize::from(r.u8()?);
+                if n == 0 || n > MAX_RESETS {
+                    return Err(FrameError::Malformed("hello reset count"));
+                }
+                for _ in 0..n {
+                    resets.push((r.arr()?, r.u8()?));
+                }
+            }
             Body::Hello {
-                answer: flags & 1 == 1,
-                node_id: r.arr()?,
-                nonce: r.arr()?,
-                sig: r.arr()?,
+                answer,
+                node_id,
+                nonce,
+                sig,
+                resets,
             }
         }
         T_DATA => {
@@ -412,12 +436,22 @@ fn encode_body(body: &Body, src: Option<Short>, out: &mut Vec<u8>) {
             node_id,
             nonce,
             sig,
+            resets,
         } => {
-            out.push(T_HELLO << 6 | u8::from(*answer));
+            let resets = &resets[..resets.len().min(MAX_RESETS)];
+            let flag = if resets.is_empty() { 0 } else { 2 };
+            out.push(T_HELLO << 6 | flag | u8::from(*answer));
             out.extend_from_slice(src.as_ref().map_or(&[][..], |s| &s[..]));
             out.extend_from_slice(node_id);
             out.extend_from_slice(nonce);
             out.extend_from_slice(sig);
+            if !resets.is_empty() {
+                out.push(resets.len() as u8);
+                for (dst, epoch) in resets {
+                    out.extend_from_slice(dst);
+                    out.push(*epoch);
+                }
+            }
         }
         Body::Single {
             dsts,
@@ -566,9 +600,10 @@ mod tests {
                 any::<bool>(),
                 any::<[u8; 32]>(),
                 any::<[u8; 4]>(),
-                proptest::collection::vec(any::<u8>(), 64)
+                proptest::collection::vec(any::<u8>(), 64),
+                proptest::collection::vec((any::<[u8; 2]>(), any::<u8>()), 0..=MAX_RESETS)
             )
-                .prop_map(|(answer, node_id, nonce, s)| {
+                .prop_map(|(answer, node_id, nonce, s, resets)| {
                     let mut sig = [0u8; 64];
                     sig.copy_from_slice(&s);
                     Body::Hello {
@@ -576,6 +611,7 @@ mod tests {
                         node_id,
                         nonce,
                         sig,
+                        resets,
                     }
                 }),
             (

@@ -50,8 +50,12 @@ use ferry_core::{Identity, NodeId, Realm};
 
 use crate::frame::{
     AckEntry, Body, Frame, FrameError, Kind, Short, KEY_LEN, MAX_ACK_ENTRIES, MAX_BITMAP, MAX_DSTS,
-    MAX_SEGMENTS, MAX_SEGMENT_OVERHEAD, MIC_LEN,
+    MAX_RESETS, MAX_SEGMENTS, MAX_SEGMENT_OVERHEAD, MIC_LEN,
 };
+
+/// Hellos that announce one contact reset (a lost hello must not leave the
+/// neighbour on the old contact).
+const RESET_HELLOS: u8 = 3;
 
 /// How long frames occupy the link, and the airtime budget.
 pub trait Medium {
@@ -85,6 +89,11 @@ pub struct Config {
     pub ack_delay_us: u64,
     /// Polls without answer before a neighbour is declared down.
     pub max_retries: u32,
+    /// Most doublings of the retransmission timeout after polls went unanswered.
+    /// On a radio most unanswered polls are lost or collided frames, not a
+    /// congested link, and the random part added after a timeout already keeps
+    /// colliding senders apart; long waits there only idle the channel.
+    pub max_backoff: u32,
     /// How often this node announces itself.
     pub hello_interval_us: u64,
     /// Shortest gap between two hellos (answers to new neighbours included).
@@ -119,6 +128,7 @@ impl Config {
             rto_max_us: 10_000_000,
             ack_delay_us: 0,
             max_retries: 6,
+            max_backoff: 6,
             hello_interval_us: 5_000_000,
             hello_min_gap_us: 500_000,
             idle_timeout_us: 20_000_000,
@@ -141,6 +151,7 @@ impl Config {
             rto_max_us: 120_000_000,
             ack_delay_us: 20_000,
             max_retries: 8,
+            max_backoff: 3,
             hello_interval_us: 600_000_000,
             hello_min_gap_us: 10_000_000,
             idle_timeout_us: 1_900_000_000,
@@ -295,6 +306,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Data frames that rode in an ACK.
     pub piggybacked: u64,
+    /// Contacts ended and begun again because the neighbour announced that it had
+    /// ended its side (it stopped hearing this node for a while).
+    pub contacts_reset: u64,
 }
 
 #[derive(Debug)]
@@ -306,6 +320,13 @@ struct Neighbor {
     last_heard: u64,
     up: bool,
     retries: u32,
+    /// This node ended the contact on its own (silence, unanswered polls): when the
+    /// neighbour is heard again, its hellos must tell it to end its side too.
+    reset_owed: bool,
+    /// Contacts this node ended on its own with the neighbour (mod 256).
+    epoch: u8,
+    /// The last reset epoch the neighbour announced for this node.
+    reset_seen: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -517,6 +538,8 @@ pub struct Session<M: Medium> {
     hello_wanted: Option<u64>,
     last_hello: Option<u64>,
     hello_answer: bool,
+    /// Contact resets the next hellos announce: neighbour → (epoch, hellos left).
+    resets: BTreeMap<Short, (u8, u8)>,
     srtt: Option<(u64, u64)>,
     backoff: u32,
     rng: u64,
@@ -536,12 +559,19 @@ fn content_key(bytes: &[u8]) -> [u8; KEY_LEN] {
     k
 }
 
-fn hello_message(ctx: &[u8; 32], id: &NodeId, nonce: &[u8; 4]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(14 + 32 + 32 + 4);
+fn hello_message(ctx: &[u8; 32], id: &NodeId, nonce: &[u8; 4], resets: &[(Short, u8)]) -> Vec<u8> {
+    let mut m = Vec::with_capacity(14 + 32 + 32 + 4 + 1 + 3 * resets.len());
     m.extend_from_slice(b"ferry/hello/v1");
     m.extend_from_slice(ctx);
     m.extend_from_slice(id.as_bytes());
     m.extend_from_slice(nonce);
+    if !resets.is_empty() {
+        m.push(resets.len() as u8);
+        for (dst, epoch) in resets {
+            m.extend_from_slice(dst);
+            m.push(*epoch);
+        }
+    }
     m
 }
 
@@ -571,7 +601,7 @@ impl<M: Medium> Session<M> {
     ) -> Self {
         let my_id = identity.node_id();
         let hello_ctx = realm.link_proof(b"ferry/small-link/hello/v1");
-        let sig = identity.sign(&hello_message(&hello_ctx, &my_id, &nonce));
+        let sig = identity.sign(&hello_message(&hello_ctx, &my_id, &nonce, &[]));
         Self {
             key: frame_key(realm),
             hello_ctx,
@@ -602,6 +632,7 @@ impl<M: Medium> Session<M> {
             hello_wanted: Some(now + u64::from(nonce[0]) % 16 * (cfg.hello_min_gap_us / 64)),
             last_hello: None,
             hello_answer: true,
+            resets: BTreeMap::new(),
             srtt: None,
             backoff: 0,
             rng: u64::from(u32::from_le_bytes(nonce)) << 16
@@ -806,7 +837,7 @@ impl<M: Medium> Session<M> {
             if now >= a.deadline {
                 let a = self.awaiting.take().expect("checked");
                 self.stats.timeouts += 1;
-                self.backoff = (self.backoff + 1).min(6);
+                self.backoff = (self.backoff + 1).min(self.cfg.max_backoff);
                 self.burst = 0;
                 self.touched.clear();
                 for d in a.dsts {
@@ -818,7 +849,7 @@ impl<M: Medium> Session<M> {
                         None => false,
                     };
                     if failed {
-                        self.neighbor_down(&d, now);
+                        self.end_contact(&d, now);
                     } else {
                         self.touched.insert(d);
                         self.poll_owed = true;
@@ -833,7 +864,7 @@ impl<M: Medium> Session<M> {
             .map(|(s, _)| *s)
             .collect();
         for s in silent {
-            self.neighbor_down(&s, now);
+            self.end_contact(&s, now);
         }
         let ttl = self.cfg.partial_ttl_us;
         let stale: Vec<[u8; KEY_LEN]> = self
@@ -859,6 +890,16 @@ impl<M: Medium> Session<M> {
         }
         for peer in self.rx.values_mut() {
             peer.msgs.retain(|_, m| m.key.as_ref() != Some(key));
+        }
+    }
+
+    /// This node ends a contact on its own (the neighbour fell silent or stopped
+    /// answering); the neighbour may still hold its side, so the hellos that follow
+    /// its return say so.
+    fn end_contact(&mut self, short: &Short, now: u64) {
+        self.neighbor_down(short, now);
+        if let Some(n) = self.neighbors.get_mut(short) {
+            n.reset_owed = true;
         }
     }
 
@@ -969,9 +1010,10 @@ impl<M: Medium> Session<M> {
             node_id,
             nonce,
             sig,
+            resets,
         } = frame.body
         {
-            self.handle_hello(now, src, answer, node_id, nonce, sig);
+            self.handle_hello(now, src, answer, node_id, nonce, sig, &resets);
             return;
         }
         match self.neighbors.get_mut(&src) {
@@ -1052,6 +1094,7 @@ impl<M: Medium> Session<M> {
         });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_hello(
         &mut self,
         now: u64,
@@ -1060,13 +1103,14 @@ impl<M: Medium> Session<M> {
         node_id: [u8; 32],
         nonce: [u8; 4],
         sig: [u8; 64],
+        resets: &[(Short, u8)],
     ) {
         let Ok(id) = NodeId::from_bytes(node_id) else {
             self.stats.hellos_refused += 1;
             return;
         };
         let valid = short_of(&id) == src && {
-            let msg = hello_message(&self.hello_ctx, &id, &nonce);
+            let msg = hello_message(&self.hello_ctx, &id, &nonce, resets);
             ed25519_dalek::VerifyingKey::from_bytes(&node_id)
                 .map(|vk| {
                     vk.verify_strict(&msg, &ed25519_dalek::Signature::from_bytes(&sig))
@@ -1078,6 +1122,9 @@ impl<M: Medium> Session<M> {
             self.stats.hellos_refused += 1;
             return;
         }
+        // A reset this hello announces for us: the neighbour ended the contact on
+        // its side and began a new one.
+        let reset = resets.iter().find(|(d, _)| *d == self.me).map(|(_, e)| *e);
         let mut came_up = false;
         match self.neighbors.get_mut(&src) {
             Some(n) if n.id != id => {
@@ -1093,17 +1140,45 @@ impl<M: Medium> Session<M> {
                     self.neighbor_down(&src, now);
                 }
                 self.rx.remove(&src);
+                self.resets.remove(&src);
                 let n = self.neighbors.get_mut(&src).expect("present");
                 n.up = true;
                 n.last_heard = now;
+                n.reset_owed = false;
+                n.reset_seen = reset;
                 came_up = true;
             }
             Some(n) => {
                 n.last_heard = now;
+                // Newer than the last one seen (serial-number order, so a replayed
+                // older announcement is ignored).
+                let fresh_reset = match (reset, n.reset_seen) {
+                    (Some(e), Some(seen)) => (e.wrapping_sub(seen) as i8) > 0,
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                };
+                if fresh_reset {
+                    n.reset_seen = reset;
+                    // Its side of the contact is new already: nothing to announce.
+                    n.reset_owed = false;
+                }
+                if n.up && fresh_reset {
+                    // It ended our contact while we kept ours: end ours too, so
+                    // both sides (and their routers) begin the same new contact.
+                    self.neighbor_down(&src, now);
+                    self.stats.contacts_reset += 1;
+                }
+                let n = self.neighbors.get_mut(&src).expect("present");
                 if !n.up {
                     n.up = true;
                     n.retries = 0;
                     came_up = true;
+                    if n.reset_owed {
+                        n.reset_owed = false;
+                        n.epoch = n.epoch.wrapping_add(1);
+                        self.resets.insert(src, (n.epoch, RESET_HELLOS));
+                        self.want_hello(now, false);
+                    }
                 }
             }
             None => {
@@ -1120,6 +1195,9 @@ impl<M: Medium> Session<M> {
                         last_heard: now,
                         up: true,
                         retries: 0,
+                        reset_owed: false,
+                        epoch: 0,
+                        reset_seen: reset,
                     },
                 );
                 came_up = true;
@@ -1515,6 +1593,22 @@ impl<M: Medium> Session<M> {
         }
         // 2. Hello.
         if now >= self.next_hello || self.hello_wanted.is_some_and(|w| now >= w) {
+            let resets: Vec<(Short, u8)> = self
+                .resets
+                .iter()
+                .take(MAX_RESETS)
+                .map(|(s, (e, _))| (*s, *e))
+                .collect();
+            let sig = if resets.is_empty() {
+                self.sig
+            } else {
+                self.identity.sign(&hello_message(
+                    &self.hello_ctx,
+                    &self.my_id,
+                    &self.nonce,
+                    &resets,
+                ))
+            };
             let frame = Frame {
                 src: self.me,
                 body: Body::Hello {
@@ -1522,7 +1616,8 @@ impl<M: Medium> Session<M> {
                     answer: self.hello_answer || !self.neighbors.values().any(|n| n.up),
                     node_id: *self.my_id.as_bytes(),
                     nonce: self.nonce,
-                    sig: self.sig,
+                    sig,
+                    resets,
                 },
             };
             let bytes = self.emit(now, &frame)?;
@@ -1532,6 +1627,18 @@ impl<M: Medium> Session<M> {
             self.next_hello =
                 now + self.cfg.hello_interval_us - self.jitter(self.cfg.hello_interval_us / 8);
             self.stats.hellos_sent += 1;
+            if let Body::Hello { resets, .. } = &frame.body {
+                for (s, _) in resets {
+                    if let Some((_, left)) = self.resets.get_mut(s) {
+                        *left = left.saturating_sub(1);
+                    }
+                }
+            }
+            self.resets.retain(|_, (_, left)| *left > 0);
+            if !self.resets.is_empty() {
+                // Announce again soon: one lost hello must not leave it unknown.
+                self.want_hello(now, false);
+            }
             return Some(bytes);
         }
         if self.awaiting.is_some() {

@@ -420,3 +420,63 @@ fn a_node_that_missed_the_hellos_finds_its_neighbours_from_their_traffic() {
     assert_eq!(net.nodes[2].session.neighbors().len(), 2);
     assert!(net.now - t0 < 10 * SEC, "took {} µs", net.now - t0);
 }
+
+#[test]
+fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
+    // B stops hearing A for a while (A still hears B): B ends the contact, A does
+    // not notice. When B hears A again, its hellos tell A to end the old contact,
+    // so both routers begin the same new one (a router that kept the old contact
+    // would wait for answers the other side's router has forgotten).
+    let r = sf9();
+    let mut cfg = radio_cfg(&r);
+    cfg.hello_interval_us = 5 * SEC;
+    cfg.idle_timeout_us = 16 * SEC;
+    cfg.hello_min_gap_us = SEC;
+    let mut net = Net::new(2, Air::Lora(r), cfg, 0.0, 7);
+    assert!(net.meet(600 * SEC));
+    let (a, b) = (net.nodes[0].id, net.nodes[1].id);
+    net.hears[0][1] = false;
+    assert!(net.run_until(net.now + 120 * SEC, |net| net.nodes[1]
+        .session
+        .neighbors()
+        .is_empty()));
+    assert_eq!(net.nodes[0].session.neighbors(), vec![b], "A kept B up");
+    net.nodes[0].events.clear();
+    net.nodes[1].events.clear();
+    net.hears[0][1] = true;
+    let ended_and_begun = |events: &[Event], peer| {
+        let down = events
+            .iter()
+            .position(|e| *e == Event::NeighborDown { peer });
+        let up = events
+            .iter()
+            .rposition(|e| *e == Event::NeighborUp { peer });
+        matches!((down, up), (Some(d), Some(u)) if d < u)
+    };
+    assert!(
+        net.run_until(net.now + 120 * SEC, |net| ended_and_begun(
+            &net.nodes[0].events,
+            b
+        ) && net.nodes[1]
+            .session
+            .neighbors()
+            == vec![a]),
+        "A: {:?}",
+        net.nodes[0].events
+    );
+    assert_eq!(net.nodes[0].session.stats().contacts_reset, 1);
+    // Announced once per reset: the repeated hellos do not end the new contact.
+    let downs = |net: &Net, i: usize| {
+        net.nodes[i]
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::NeighborDown { .. }))
+            .count()
+    };
+    let before = (downs(&net, 0), downs(&net, 1));
+    net.run_until(net.now + 120 * SEC, |_| false);
+    assert_eq!((downs(&net, 0), downs(&net, 1)), before);
+    assert_eq!(net.nodes[0].session.neighbors(), vec![b]);
+    assert_eq!(net.nodes[1].session.neighbors(), vec![a]);
+    assert_eq!(net.nodes[0].session.stats().contacts_reset, 1);
+}

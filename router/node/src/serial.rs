@@ -407,6 +407,7 @@ async fn run_once(
                             Ok(Priority::Bulk) => Class::Bulk,
                             _ => Class::Normal,
                         };
+                        tracing::debug!(%link, transfer = transfer.0, bytes = bytes.len(), "bundle queued on the port");
                         if let Err(e) = session.send(&peer, Kind::Bundle, class, transfer.0 * 2 + 1, bytes.to_vec()) {
                             tracing::debug!(%link, error = %e, "bundle not queued");
                             let input = Input::TransferFailed { link, transfer };
@@ -484,6 +485,7 @@ async fn handle_event(
             match kind {
                 Kind::Frame => Cmd::Input(Input::Frame { link, bytes }),
                 Kind::Bundle => {
+                    tracing::debug!(%link, bytes = bytes.len(), "bundle received on the port");
                     let keyring = shared.keyring.clone();
                     let mut verified = accept_batch(&keyring, vec![(link, bytes)]);
                     match verified.pop() {
@@ -510,6 +512,7 @@ async fn handle_event(
             let Some(&link) = links.get(&peer) else {
                 return Ok(());
             };
+            tracing::debug!(%link, transfer = tag / 2, "bundle sent on the port");
             Cmd::Input(Input::TransferDone {
                 link,
                 transfer: TransferId(tag / 2),
@@ -519,6 +522,7 @@ async fn handle_event(
             let Some(&link) = links.get(&peer) else {
                 return Ok(());
             };
+            tracing::debug!(%link, transfer = tag / 2, "bundle not delivered on the port");
             Cmd::Input(Input::TransferFailed {
                 link,
                 transfer: TransferId(tag / 2),
