@@ -213,6 +213,12 @@ struct NodeState {
 
 /// Sealed messages the sealing thread may be ahead of the event loop.
 const SEAL_AHEAD: usize = 4096;
+/// Sealed messages per hand-over between the threads (one wake-up per batch, not
+/// per message).
+const SEAL_BATCH: usize = 64;
+
+/// A batch of sealed messages, in message order.
+type SealedBatch = Vec<Result<Bundle, RunError>>;
 
 /// One message for the sealing thread.
 struct SealJob {
@@ -227,8 +233,9 @@ struct SealJob {
 /// the ones the loop would seal itself) and warms each destination's pair-secret
 /// cache for opening it: the key agreements, the costliest part of a message's
 /// life in the simulator, run on a second core, ahead of the loop.
-fn seal_ahead(jobs: Vec<SealJob>, tx: &SyncSender<Result<Bundle, RunError>>) {
+fn seal_ahead(jobs: Vec<SealJob>, tx: &SyncSender<SealedBatch>) {
     let mut no_rng = NoRandomness;
+    let mut batch = Vec::with_capacity(SEAL_BATCH);
     for job in jobs {
         let sealed = job.params.and_then(|params| {
             let b = job
@@ -241,9 +248,16 @@ fn seal_ahead(jobs: Vec<SealJob>, tx: &SyncSender<Result<Bundle, RunError>>) {
             job.to.prepare_pair(&job.from.node_id());
             Ok(b)
         });
-        if tx.send(sealed).is_err() {
-            return;
+        batch.push(sealed);
+        if batch.len() == SEAL_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(SEAL_BATCH));
+            if tx.send(full).is_err() {
+                return;
+            }
         }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
     }
 }
 
@@ -505,7 +519,9 @@ pub fn run_observed(
     let quotas = scenario.buffers();
     for (i, identity) in identities(scenario.seed, n).into_iter().enumerate() {
         let quota = quotas.get(i).copied().unwrap_or(scenario.buffer.bytes);
-        let store = Arc::new(SimStore::new(sizes.clone(), quota, scenario.buffer.policy));
+        let store = Arc::new(
+            SimStore::new(sizes.clone(), quota, scenario.buffer.policy).without_drop_log(),
+        );
         let keyring = Arc::new(Keyring::new(identity, vec![realm.clone()]));
         nodes.push(NodeState {
             engine: Engine::new(store.clone(), keyring.clone(), config.clone(), Millis(0)),
@@ -555,7 +571,7 @@ pub fn run_observed(
     }
     let jobs = sim.seal_jobs(messages, &order);
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_AHEAD);
+        let (tx, rx) = std::sync::mpsc::sync_channel(SEAL_AHEAD / SEAL_BATCH);
         scope.spawn(move || seal_ahead(jobs, &tx));
         Sim::run_loop(
             sim,
@@ -576,7 +592,7 @@ impl Sim<'_> {
         contacts: Vec<ContactEvent>,
         messages: &[MessageEvent],
         order: &[u32],
-        sealed: &Receiver<Result<Bundle, RunError>>,
+        sealed: &Receiver<SealedBatch>,
         progress: &mut dyn FnMut(u64, u64),
         label: String,
     ) -> Result<(Report, Vec<MessageOutcome>), RunError> {
@@ -592,6 +608,7 @@ impl Sim<'_> {
         let (mut instant, mut at_instant) = (u64::MAX, 0u64);
         let step_us = (end_us / 100).max(1);
         let mut next_progress = step_us;
+        let mut ready: VecDeque<Result<Bundle, RunError>> = VecDeque::new();
         loop {
             let th = sim.heap.peek().map(|e| e.at);
             let tm = order
@@ -629,7 +646,10 @@ impl Sim<'_> {
             } else if tm == Some(t) {
                 let i = order[mi];
                 mi += 1;
-                let bundle = sealed.recv().map_err(|_| RunError::SealThread)?;
+                if ready.is_empty() {
+                    ready = sealed.recv().map_err(|_| RunError::SealThread)?.into();
+                }
+                let bundle = ready.pop_front().ok_or(RunError::SealThread)?;
                 sim.create(i, &messages[i as usize], bundle)?;
             } else {
                 let c = contacts[ci];
@@ -713,8 +733,7 @@ impl Sim<'_> {
         while let Some(out) = self.nodes[n as usize].engine.poll_output() {
             self.on_output(n, out);
         }
-        // Drops are counted from the stores at the end; only clear the log here.
-        let _ = self.nodes[n as usize].store.take_dropped();
+        // Drops are counted from the stores at the end (their log is bounded).
         self.reschedule(n);
     }
 

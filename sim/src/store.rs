@@ -181,6 +181,8 @@ impl Rec {
 
 /// Seen-vector value spilled to [`State::late`].
 const SPILLED: u32 = u32::MAX;
+/// Most drops [`SimStore::take_dropped`] reports (older ones are only counted).
+pub const MAX_DROP_LOG: usize = 4096;
 /// Insertion numbers use 56 bits of the priority key.
 const INSERTION_BITS: u32 = 56;
 const INSERTION_MASK: u64 = (1 << INSERTION_BITS) - 1;
@@ -222,8 +224,9 @@ struct State {
     /// Modelled bytes held.
     bytes: u64,
     peak: u64,
-    /// Drops not yet taken by the driver.
-    dropped: Vec<BundleId>,
+    /// The latest drops not yet taken by the driver (at most [`MAX_DROP_LOG`]; the
+    /// total is counted apart, so a driver that only counts need not drain it).
+    dropped: std::collections::VecDeque<BundleId>,
     dropped_total: u64,
 }
 
@@ -243,7 +246,7 @@ impl State {
             routing_state: None,
             bytes: 0,
             peak: 0,
-            dropped: Vec::new(),
+            dropped: std::collections::VecDeque::new(),
             dropped_total: 0,
         }
     }
@@ -415,6 +418,8 @@ pub struct SimStore {
     /// Modelled bytes allowed (`0`: unlimited).
     quota: u64,
     policy: BufferPolicy,
+    /// Whether drops are logged for [`SimStore::take_dropped`].
+    log_drops: bool,
     state: Mutex<State>,
 }
 
@@ -425,8 +430,16 @@ impl SimStore {
             sizes,
             quota,
             policy,
+            log_drops: true,
             state: Mutex::new(State::new()),
         }
+    }
+
+    /// The same store without the drop log (a driver that only counts drops,
+    /// through [`SimStore::dropped_total`]).
+    pub fn without_drop_log(mut self) -> Self {
+        self.log_drops = false;
+        self
     }
 
     /// Modelled bytes held now.
@@ -449,9 +462,10 @@ impl SimStore {
         self.quota
     }
 
-    /// Bundles dropped to make room since the last call, oldest drop first.
+    /// Bundles dropped to make room since the last call (the latest [`MAX_DROP_LOG`]),
+    /// oldest drop first.
     pub fn take_dropped(&self) -> Vec<BundleId> {
-        std::mem::take(&mut lock(&self.state).dropped)
+        lock(&self.state).dropped.drain(..).collect()
     }
 
     /// Bundles dropped to make room since the store was created.
@@ -509,7 +523,12 @@ impl SimStore {
         }
         for n in victims {
             st.remove(n, table);
-            st.dropped.push(table.id(n));
+            if self.log_drops {
+                if st.dropped.len() >= MAX_DROP_LOG {
+                    st.dropped.pop_front();
+                }
+                st.dropped.push_back(table.id(n));
+            }
             st.dropped_total += 1;
         }
         Ok(())

@@ -102,7 +102,7 @@ pub(crate) struct Link {
     /// before this time.
     pub quiet_until: Option<Millis>,
     /// Bundles we asked the peer for: the copies it promised, when we asked.
-    pub wanted: BTreeMap<Key, (u32, Millis)>,
+    pub wanted: super::FastMap<Key, (u32, Millis)>,
 }
 
 impl Link {
@@ -124,7 +124,7 @@ impl Link {
             queue: BTreeSet::new(),
             transfers: BTreeMap::new(),
             quiet_until: None,
-            wanted: BTreeMap::new(),
+            wanted: super::FastMap::default(),
         }
     }
 

@@ -261,7 +261,15 @@ mod custody;
 mod transfer;
 mod writes;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Hash maps of the engine's lookup-only sets (ids and keys, never iterated in an
+/// order that matters): a fast hasher with a per-process random seed, so keys a
+/// peer chooses (offered keys) cannot be aimed at one bucket. The ordered maps
+/// stay B-trees.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`FastMap`].
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::ops::Range as SeqRange;
 use std::sync::Arc;
 
@@ -740,7 +748,7 @@ pub struct Engine<S: CustodyStore> {
     /// Entries of `pending` not imported from a carrier.
     pending_live: usize,
     /// Ids in `pending`.
-    pending_ids: BTreeSet<BundleId>,
+    pending_ids: FastSet<BundleId>,
     pending_bytes: u64,
     pending_since: Option<Millis>,
     /// Acknowledged bundles awaiting their receipt, per realm: (id, remaining
@@ -750,11 +758,11 @@ pub struct Engine<S: CustodyStore> {
     sequences: SeqRange<u64>,
     aging: AgeTable,
     /// Spray copies promised in outstanding offers.
-    reserved: BTreeMap<BundleId, u32>,
+    reserved: FastMap<BundleId, u32>,
     /// Bundles outstanding to a peer on some link.
-    outgoing: BTreeSet<(BundleId, NodeHash)>,
+    outgoing: FastSet<(BundleId, NodeHash)>,
     /// Keys being fetched, and from which link.
-    fetching: BTreeMap<Key, LinkId>,
+    fetching: FastMap<Key, LinkId>,
     in_flight_bytes: u64,
     next_purge: Millis,
     /// The earliest time an answer a link awaits can go stale (a purge finds it).
@@ -806,16 +814,16 @@ impl<S: CustodyStore> Engine<S> {
             next_transfer: 1,
             pending: Vec::new(),
             pending_live: 0,
-            pending_ids: BTreeSet::new(),
+            pending_ids: FastSet::default(),
             pending_bytes: 0,
             pending_since: None,
             receipts: BTreeMap::new(),
             receipts_since: None,
             sequences: 0..0,
             aging: AgeTable::default(),
-            reserved: BTreeMap::new(),
-            outgoing: BTreeSet::new(),
-            fetching: BTreeMap::new(),
+            reserved: FastMap::default(),
+            outgoing: FastSet::default(),
+            fetching: FastMap::default(),
             in_flight_bytes: 0,
             next_purge: now,
             answer_due: None,
