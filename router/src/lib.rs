@@ -13,6 +13,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod app_api;
 pub mod config;
 pub mod engine;
 pub mod home;

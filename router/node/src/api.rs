@@ -24,7 +24,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_core::rand_core::OsRng;
-use ferry_core::{Bundle, BundleId, NodeId, PayloadKind, Priority, Recipient, SealParams};
+use ferry_core::{Bundle, BundleId, SealParams};
+use ferry_router::app_api::{SubmitDefaults, SubmitQuery};
 use ferry_router::engine::Millis;
 use ferry_storage::CustodyStore;
 use serde::Deserialize;
@@ -84,65 +85,16 @@ pub fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
-/// How to seal what an app submits: the query of `POST /v1/bundles`, and the
-/// `params` message of `/v1/stream`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SubmitQuery {
-    to: Option<String>,
-    #[serde(default)]
-    group: bool,
-    endpoint: Option<String>,
-    lifetime: Option<String>,
-    priority: Option<String>,
-    #[serde(default)]
-    ephemeral: bool,
-    realm: Option<String>,
-}
-
-/// Checks a submit query against the node's keys and config (the creation time is
-/// set when each bundle is submitted).
+/// Checks a submit query against the node's keys and config (the creation time and
+/// sequence number are set when each payload is sealed).
 pub fn submit_params(shared: &Shared, q: &SubmitQuery) -> Result<SealParams, ApiError> {
-    let endpoint = q.endpoint.clone().filter(|e| !e.is_empty());
-    let recipient = match (q.to.as_deref(), q.group) {
-        (Some(_), true) => return Err(bad("give either `to` or `group=true`, not both")),
-        (None, true) => Recipient::Group { endpoint },
-        (Some(to), false) => Recipient::Node {
-            id: to.parse::<NodeId>().map_err(|e| bad(format!("to: {e}")))?,
-            endpoint,
-        },
-        (None, false) => return Err(bad("missing `to` (a node id) or `group=true`")),
-    };
-    let cfg = &shared.config;
-    let lifetime = match q.lifetime.as_deref() {
-        Some(l) => ferry_core::parse_lifetime(l).map_err(|e| bad(format!("lifetime: {e}")))?,
-        None => cfg.default_lifetime_secs(),
-    };
-    let priority: Priority = q
-        .priority
-        .as_deref()
-        .unwrap_or("normal")
-        .parse()
-        .map_err(bad)?;
-    let realm = match &q.realm {
-        Some(r) => r.clone(),
-        None => shared
-            .keyring
-            .realms()
-            .first()
-            .map(|r| r.name().to_owned())
-            .ok_or_else(|| bad("this node has no realm"))?,
-    };
-    Ok(SealParams {
-        recipient,
-        realm,
-        created: now_dtn(),
-        sequence: 0,
-        lifetime,
-        priority,
-        hop_limit: cfg.routing.hop_limit,
-        kind: PayloadKind::AppData,
-        ephemeral: q.ephemeral,
+    let realm = shared.keyring.realms().first().map(|r| r.name().to_owned());
+    q.seal_params(SubmitDefaults {
+        realm: realm.as_deref(),
+        lifetime_secs: shared.config.default_lifetime_secs(),
+        hop_limit: shared.config.routing.hop_limit,
     })
+    .map_err(|e| bad(e.0))
 }
 
 /// The answer to one submission: the bundle id once it is committed.

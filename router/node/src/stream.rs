@@ -28,6 +28,7 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use ferry_core::{BundleId, SealParams};
+use ferry_router::app_api::StreamMessage;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -35,7 +36,7 @@ use tokio::sync::{mpsc, Semaphore};
 
 use crate::api::{
     ack_delivery, bad, start_submit, submit_outcome, submit_params, wait_deliveries, ApiError,
-    SubmitQuery, SubmitReply,
+    SubmitReply,
 };
 use crate::daemon::Shared;
 
@@ -53,14 +54,6 @@ pub struct StreamQuery {
     #[serde(default)]
     receive: bool,
     endpoint: Option<String>,
-}
-
-/// A text message from the app.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum AppMessage {
-    Params(SubmitQuery),
-    Ack { id: String },
 }
 
 pub async fn stream(
@@ -140,8 +133,8 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
                     },
                 }
             }
-            Message::Text(t) => match serde_json::from_str::<AppMessage>(t.as_str()) {
-                Ok(AppMessage::Params(q)) => match submit_params(&shared, &q) {
+            Message::Text(t) => match StreamMessage::decode(t.as_str()) {
+                Ok(StreamMessage::Params(q)) => match submit_params(&shared, &q) {
                     Ok(p) => {
                         params = Some(p);
                         Some(text(json!({ "type": "params" })))
@@ -151,26 +144,17 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
                         Some(error_message(None, &e))
                     }
                 },
-                Ok(AppMessage::Ack { id }) => {
-                    let r = match id.parse::<BundleId>() {
-                        Ok(id) => ack_delivery(&shared, id).await.map(|()| id),
-                        Err(_) => Err(bad("not a bundle id")),
-                    };
-                    match r {
-                        Ok(id) => {
-                            let ours = pushed.lock().map(|mut p| p.remove(&id)).unwrap_or(false);
-                            if ours {
-                                window.add_permits(1);
-                            }
-                            None
+                Ok(StreamMessage::Ack(id)) => match ack_delivery(&shared, id).await.map(|()| id) {
+                    Ok(id) => {
+                        let ours = pushed.lock().map(|mut p| p.remove(&id)).unwrap_or(false);
+                        if ours {
+                            window.add_permits(1);
                         }
-                        Err(e) => Some(error_message(None, &e)),
+                        None
                     }
-                }
-                Err(e) => Some(error_message(
-                    None,
-                    &bad(format!("not a stream message: {e}")),
-                )),
+                    Err(e) => Some(error_message(None, &e)),
+                },
+                Err(e) => Some(error_message(None, &bad(e.0))),
             },
             Message::Close(_) => break,
             // Pings are answered by the WebSocket layer.
