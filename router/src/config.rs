@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4556";
 /// Default local API address (loopback only).
 pub const DEFAULT_API: &str = "127.0.0.1:4557";
+/// Default Unix socket of the local API, in the home directory.
+pub const DEFAULT_API_SOCKET: &str = "api.sock";
 /// Default realm name.
 pub const DEFAULT_REALM: &str = "default";
 /// Longest config file accepted.
@@ -131,6 +133,10 @@ pub struct NodeSection {
     pub listen: SocketAddr,
     /// Local app API address; must be loopback.
     pub api: SocketAddr,
+    /// The same API on a Unix socket, relative to the home directory (or absolute);
+    /// empty: none. Only the node's user can reach it (the home is 0700, the
+    /// socket 0600).
+    pub api_socket: String,
     /// Realms this node belongs to; each has `realms/NAME.key` in the home.
     pub realms: Vec<String>,
     /// Log level (error, warn, info, debug, trace).
@@ -144,6 +150,7 @@ impl Default for NodeSection {
                 .parse()
                 .unwrap_or_else(|_| unreachable_addr()),
             api: DEFAULT_API.parse().unwrap_or_else(|_| unreachable_addr()),
+            api_socket: DEFAULT_API_SOCKET.to_owned(),
             realms: vec![DEFAULT_REALM.to_owned()],
             log_level: "info".to_owned(),
         }
@@ -376,6 +383,12 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Where the API's Unix socket goes for a node whose home is `home` (`None`:
+    /// no socket).
+    pub fn api_socket_path(&self, home: &std::path::Path) -> Option<std::path::PathBuf> {
+        (!self.node.api_socket.is_empty()).then(|| home.join(&self.node.api_socket))
+    }
+
     /// Checks values that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !self.node.api.ip().is_loopback() {
@@ -383,6 +396,14 @@ impl Config {
         }
         if self.node.realms.is_empty() {
             return Err(ConfigError::NoRealm);
+        }
+        // A Unix socket path has at most 107 bytes (`sun_path`); the home's path
+        // is checked when the socket is bound.
+        if self.node.api_socket.len() > 100 || self.node.api_socket.contains('\0') {
+            return Err(ConfigError::Value(format!(
+                "node.api_socket `{}`: at most 100 bytes, no NUL",
+                self.node.api_socket.escape_debug()
+            )));
         }
         for p in &self.peers {
             p.parse::<PeerAddr>()?;
@@ -516,6 +537,9 @@ peers = {peers}
 listen = {listen}
 # Local app API; must be a loopback address (default "{DEFAULT_API}").
 api = {api}
+# The same API on a Unix socket that only this user can open, relative to the
+# home directory or absolute; "" for none (default "{DEFAULT_API_SOCKET}").
+api_socket = {api_socket}
 # Realms this node belongs to. Each needs its secret in realms/NAME.key
 # (created by `ferry init --realm NAME[:SECRET]`). Nodes of other realms
 # never exchange bundles with this one.
@@ -566,6 +590,7 @@ max_bundle_bytes = {max_bundle_bytes}
 "#,
             listen = q(&self.node.listen.to_string()),
             api = q(&self.node.api.to_string()),
+            api_socket = q(&self.node.api_socket),
             realms = list(&self.node.realms),
             log_level = q(&self.node.log_level),
             peers = list(&self.peers),

@@ -42,14 +42,39 @@ const MAX_WAIT_SECS: u64 = 300;
 /// Most bundles listed by `GET /v1/bundles`.
 const MAX_LIST: usize = 10_000;
 
-/// Serves the API until `stop` turns true.
+/// Serves the API on TCP (loopback) until `stop` turns true.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    // Small writes (stream messages, short answers) go out at once.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, routes(shared))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+/// Serves the same API on a Unix socket until `stop` turns true.
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, routes(shared))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+fn routes(shared: Arc<Shared>) -> Router {
     let body_limit = shared.config.store.max_bundle_bytes;
-    let app = Router::new()
+    Router::new()
         .route("/v1/bundles", post(submit).get(list_bundles))
         .route("/v1/deliveries/next", get(next_delivery))
         .route("/v1/deliveries/{id}/ack", post(ack))
@@ -59,16 +84,7 @@ pub async fn serve(
         .route("/v1/stream", get(crate::stream::stream))
         .route("/v1/drives/sync", post(drive_sync))
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(shared);
-    // Small writes (stream messages, short answers) go out at once.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
+        .with_state(shared)
 }
 
 /// An API error: the HTTP status and a one-line reason.

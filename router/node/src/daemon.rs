@@ -464,6 +464,7 @@ async fn run_async(
         .context("binding the QUIC link")?;
     let quic = bound.link;
     let listen = quic.local_addr();
+    let socket_path = config.api_socket_path(&home_dir);
 
     let core = Core::start(
         home_dir,
@@ -486,6 +487,14 @@ async fn run_async(
         }
     };
     let api_addr = api_listener.local_addr()?;
+    let api_socket = match socket_path.as_deref().map(bind_api_socket).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            drop(cmd_tx);
+            core.stop().await?;
+            return Err(e);
+        }
+    };
 
     for p in config.peer_addrs()? {
         quic.dial(p.id, p.addr.clone());
@@ -518,6 +527,14 @@ async fn run_async(
             stop_rx.clone(),
         )));
     }
+    let api_unix = api_socket.map(|(path, listener)| {
+        let task = tokio::spawn(crate::api::serve_unix(
+            listener,
+            shared.clone(),
+            stop_rx.clone(),
+        ));
+        (path, task)
+    });
     let api = tokio::spawn(crate::api::serve(api_listener, shared.clone(), stop_rx));
     tracing::info!(
         node = %keyring.node_id().short(),
@@ -531,6 +548,10 @@ async fn run_async(
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = api.await;
+    if let Some((path, task)) = api_unix {
+        let _ = task.await;
+        let _ = std::fs::remove_file(path);
+    }
     for p in ports {
         let _ = p.await;
     }
@@ -538,6 +559,34 @@ async fn run_async(
     let r = core.stop().await;
     quic.shutdown().await;
     r
+}
+
+/// Binds the API's Unix socket at `path`, readable and writable by this user only.
+/// A socket left by an earlier run is replaced (the home lock says no other node of
+/// this home runs); any other file there is an error.
+fn bind_api_socket(path: &std::path::Path) -> Result<(PathBuf, tokio::net::UnixListener)> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    // `sun_path` holds 108 bytes with the terminating NUL.
+    if path.as_os_str().len() > 107 {
+        bail!(
+            "the API socket path {} is longer than a Unix socket allows (107 bytes); set node.api_socket to a shorter path, or \"\" for none",
+            path.display()
+        );
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)
+            .with_context(|| format!("removing the old API socket {}", path.display()))?,
+        Ok(_) => bail!(
+            "{} exists and is not a socket: refusing to replace it with the API socket",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the API socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {} to this user", path.display()))?;
+    Ok((path.to_path_buf(), listener))
 }
 
 /// The engine thread and the state it shares: what `ferry run` and a standalone
