@@ -733,7 +733,7 @@ impl Sim<'_> {
         while let Some(out) = self.nodes[n as usize].engine.poll_output() {
             self.on_output(n, out);
         }
-        // Drops are counted from the stores at the end (their log is bounded).
+        // Drops are counted from the stores' totals at the end (runs keep no drop log).
         self.reschedule(n);
     }
 
