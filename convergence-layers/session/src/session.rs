@@ -89,10 +89,8 @@ pub struct Config {
     pub ack_delay_us: u64,
     /// Polls without answer before a neighbour is declared down.
     pub max_retries: u32,
-    /// Most doublings of the retransmission timeout after polls went unanswered.
-    /// On a radio most unanswered polls are lost or collided frames, not a
-    /// congested link, and the random part added after a timeout already keeps
-    /// colliding senders apart; long waits there only idle the channel.
+    /// Most doublings of the retransmission timeout after polls went unanswered
+    /// (6 on cables and radios).
     pub max_backoff: u32,
     /// How often this node announces itself.
     pub hello_interval_us: u64,
@@ -151,7 +149,7 @@ impl Config {
             rto_max_us: 120_000_000,
             ack_delay_us: 20_000,
             max_retries: 8,
-            max_backoff: 3,
+            max_backoff: 6,
             hello_interval_us: 600_000_000,
             hello_min_gap_us: 10_000_000,
             idle_timeout_us: 1_900_000_000,
@@ -327,6 +325,10 @@ struct Neighbor {
     epoch: u8,
     /// The last reset epoch the neighbour announced for this node.
     reset_seen: Option<u8>,
+    /// Up again, but its `NeighborUp` waits until the hello announcing the reset
+    /// has gone out: the router must not send on the new contact before the
+    /// neighbour learns that its old one ended.
+    up_deferred: bool,
 }
 
 #[derive(Debug)]
@@ -664,7 +666,7 @@ impl<M: Medium> Session<M> {
     pub fn neighbors(&self) -> Vec<NodeId> {
         self.neighbors
             .values()
-            .filter(|n| n.up)
+            .filter(|n| n.up && !n.up_deferred)
             .map(|n| n.id)
             .collect()
     }
@@ -909,10 +911,14 @@ impl<M: Medium> Session<M> {
         let Some(n) = self.neighbors.get_mut(short) else {
             return;
         };
-        let was_up = n.up;
+        let was_up = n.up && !n.up_deferred;
         n.up = false;
+        n.up_deferred = false;
         n.retries = 0;
         let peer = n.id;
+        // A reset not yet announced is announced again at the next return, with
+        // the next epoch.
+        self.resets.remove(short);
         let mut failed = Vec::new();
         for m in &mut self.out {
             if let Some(i) = m.dsts.iter().position(|d| d.short == *short) {
@@ -1143,6 +1149,7 @@ impl<M: Medium> Session<M> {
                 self.resets.remove(&src);
                 let n = self.neighbors.get_mut(&src).expect("present");
                 n.up = true;
+                n.up_deferred = false;
                 n.last_heard = now;
                 n.reset_owed = false;
                 n.reset_seen = reset;
@@ -1162,9 +1169,10 @@ impl<M: Medium> Session<M> {
                     // Its side of the contact is new already: nothing to announce.
                     n.reset_owed = false;
                 }
-                if n.up && fresh_reset {
-                    // It ended our contact while we kept ours: end ours too, so
-                    // both sides (and their routers) begin the same new contact.
+                // It ended our contact while we kept ours: end ours too, so both
+                // sides (and their routers) begin the same new contact. If we are
+                // announcing a reset to it as well, both contacts are new already.
+                if n.up && fresh_reset && !self.resets.contains_key(&src) {
                     self.neighbor_down(&src, now);
                     self.stats.contacts_reset += 1;
                 }
@@ -1172,12 +1180,16 @@ impl<M: Medium> Session<M> {
                 if !n.up {
                     n.up = true;
                     n.retries = 0;
-                    came_up = true;
                     if n.reset_owed {
+                        // Announce at once, and tell the router of the contact only
+                        // once that hello is on its way.
                         n.reset_owed = false;
+                        n.up_deferred = true;
                         n.epoch = n.epoch.wrapping_add(1);
                         self.resets.insert(src, (n.epoch, RESET_HELLOS));
-                        self.want_hello(now, false);
+                        self.hello_wanted = Some(now);
+                    } else {
+                        came_up = true;
                     }
                 }
             }
@@ -1198,6 +1210,7 @@ impl<M: Medium> Session<M> {
                         reset_owed: false,
                         epoch: 0,
                         reset_seen: reset,
+                        up_deferred: false,
                     },
                 );
                 came_up = true;
@@ -1631,6 +1644,12 @@ impl<M: Medium> Session<M> {
                 for (s, _) in resets {
                     if let Some((_, left)) = self.resets.get_mut(s) {
                         *left = left.saturating_sub(1);
+                    }
+                    if let Some(n) = self.neighbors.get_mut(s) {
+                        if n.up_deferred {
+                            n.up_deferred = false;
+                            self.events.push_back(Event::NeighborUp { peer: n.id });
+                        }
                     }
                 }
             }

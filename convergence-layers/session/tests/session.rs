@@ -424,14 +424,16 @@ fn a_node_that_missed_the_hellos_finds_its_neighbours_from_their_traffic() {
 #[test]
 fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
     // B stops hearing A for a while (A still hears B): B ends the contact, A does
-    // not notice. When B hears A again, its hellos tell A to end the old contact,
-    // so both routers begin the same new one (a router that kept the old contact
-    // would wait for answers the other side's router has forgotten).
+    // not notice. When B hears A again, its next hello (sent at once, before B's
+    // router learns of the new contact) tells A to end the old contact, so both
+    // routers begin the same new one (a router that kept the old contact would
+    // wait for answers the other side's router has forgotten).
     let r = sf9();
     let mut cfg = radio_cfg(&r);
     cfg.hello_interval_us = 5 * SEC;
     cfg.idle_timeout_us = 16 * SEC;
-    cfg.hello_min_gap_us = SEC;
+    // The radio's usual 10 s between hellos: the announcement must not wait for it.
+    assert_eq!(cfg.hello_min_gap_us, 10 * SEC);
     let mut net = Net::new(2, Air::Lora(r), cfg, 0.0, 7);
     assert!(net.meet(600 * SEC));
     let (a, b) = (net.nodes[0].id, net.nodes[1].id);
@@ -444,6 +446,8 @@ fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
     net.nodes[0].events.clear();
     net.nodes[1].events.clear();
     net.hears[0][1] = true;
+    // When A ends its side, and when B's router hears of the new contact.
+    let (mut a_ended, mut b_up) = (None, None);
     let ended_and_begun = |events: &[Event], peer| {
         let down = events
             .iter()
@@ -454,15 +458,26 @@ fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
         matches!((down, up), (Some(d), Some(u)) if d < u)
     };
     assert!(
-        net.run_until(net.now + 120 * SEC, |net| ended_and_begun(
-            &net.nodes[0].events,
-            b
-        ) && net.nodes[1]
-            .session
-            .neighbors()
-            == vec![a]),
+        net.run_until(net.now + 120 * SEC, |net| {
+            if a_ended.is_none() && ended_and_begun(&net.nodes[0].events, b) {
+                a_ended = Some(net.now);
+            }
+            if b_up.is_none() && net.nodes[1].events.contains(&Event::NeighborUp { peer: a }) {
+                b_up = Some(net.now);
+            }
+            a_ended.is_some() && b_up.is_some()
+        }),
         "A: {:?}",
         net.nodes[0].events
+    );
+    let (a_ended, b_up) = (a_ended.unwrap(), b_up.unwrap());
+    // B's router could send on the new contact only from `b_up`, and its frames go
+    // on air after the hello: A ended the old contact within about one frame's time
+    // of that (the hello's airtime and the radios' turnaround), not a hello gap later.
+    assert!(
+        a_ended <= b_up + 2 * r.airtime_us(140),
+        "A ended its side {} ms after B's router began",
+        (a_ended - b_up) / 1000
     );
     assert_eq!(net.nodes[0].session.stats().contacts_reset, 1);
     // Announced once per reset: the repeated hellos do not end the new contact.
@@ -479,4 +494,48 @@ fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
     assert_eq!(net.nodes[0].session.neighbors(), vec![b]);
     assert_eq!(net.nodes[1].session.neighbors(), vec![a]);
     assert_eq!(net.nodes[0].session.stats().contacts_reset, 1);
+}
+
+#[test]
+fn two_neighbours_that_both_ended_the_contact_begin_one_new_contact_each() {
+    // Neither hears the other for a while: both end the contact, both announce a
+    // reset when they meet again; each sees the other's announcement while its own
+    // is pending, so neither ends the new contact a second time.
+    let r = sf9();
+    let mut cfg = radio_cfg(&r);
+    cfg.hello_interval_us = 5 * SEC;
+    cfg.idle_timeout_us = 16 * SEC;
+    let mut net = Net::new(2, Air::Lora(r), cfg, 0.0, 11);
+    assert!(net.meet(600 * SEC));
+    let (a, b) = (net.nodes[0].id, net.nodes[1].id);
+    net.up = false;
+    assert!(net.run_until(net.now + 120 * SEC, |net| net
+        .nodes
+        .iter()
+        .all(|n| n.session.neighbors().is_empty())));
+    for n in &mut net.nodes {
+        n.events.clear();
+    }
+    net.up = true;
+    assert!(
+        net.run_until(net.now + 300 * SEC, |net| net.nodes[0].session.neighbors()
+            == vec![b]
+            && net.nodes[1].session.neighbors() == vec![a])
+    );
+    net.run_until(net.now + 120 * SEC, |_| false);
+    for (i, peer) in [(0, b), (1, a)] {
+        let ev = &net.nodes[i].events;
+        assert_eq!(
+            ev.iter()
+                .filter(|e| **e == Event::NeighborUp { peer })
+                .count(),
+            1,
+            "node {i}: {ev:?}"
+        );
+        assert!(
+            !ev.contains(&Event::NeighborDown { peer }),
+            "node {i}: {ev:?}"
+        );
+        assert_eq!(net.nodes[i].session.stats().contacts_reset, 0);
+    }
 }
