@@ -421,6 +421,15 @@ fn a_node_that_missed_the_hellos_finds_its_neighbours_from_their_traffic() {
     assert!(net.now - t0 < 10 * SEC, "took {} µs", net.now - t0);
 }
 
+/// SF9 with the daemon's `hello_secs = 5` (hello every 5 s, idle after 16 s).
+fn sf9_hello_5s() -> (ferry_cl_lora::RadioSettings, Config) {
+    let r = sf9();
+    let mut cfg = radio_cfg(&r);
+    cfg.hello_interval_us = 5 * SEC;
+    cfg.idle_timeout_us = 16 * SEC;
+    (r, cfg)
+}
+
 #[test]
 fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
     // B stops hearing A for a while (A still hears B): B ends the contact, A does
@@ -428,10 +437,7 @@ fn a_neighbour_that_ended_the_contact_alone_makes_the_other_end_it_too() {
     // router learns of the new contact) tells A to end the old contact, so both
     // routers begin the same new one (a router that kept the old contact would
     // wait for answers the other side's router has forgotten).
-    let r = sf9();
-    let mut cfg = radio_cfg(&r);
-    cfg.hello_interval_us = 5 * SEC;
-    cfg.idle_timeout_us = 16 * SEC;
+    let (r, cfg) = sf9_hello_5s();
     // The radio's usual 10 s between hellos: the announcement must not wait for it.
     assert_eq!(cfg.hello_min_gap_us, 10 * SEC);
     let mut net = Net::new(2, Air::Lora(r), cfg, 0.0, 7);
@@ -501,10 +507,7 @@ fn two_neighbours_that_both_ended_the_contact_begin_one_new_contact_each() {
     // Neither hears the other for a while: both end the contact, both announce a
     // reset when they meet again; each sees the other's announcement while its own
     // is pending, so neither ends the new contact a second time.
-    let r = sf9();
-    let mut cfg = radio_cfg(&r);
-    cfg.hello_interval_us = 5 * SEC;
-    cfg.idle_timeout_us = 16 * SEC;
+    let (r, cfg) = sf9_hello_5s();
     let mut net = Net::new(2, Air::Lora(r), cfg, 0.0, 11);
     assert!(net.meet(600 * SEC));
     let (a, b) = (net.nodes[0].id, net.nodes[1].id);
