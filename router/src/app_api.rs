@@ -104,7 +104,8 @@ pub enum StreamMessage {
     Ack(BundleId),
 }
 
-#[derive(Deserialize)]
+/// The JSON form of [`StreamMessage`], both ways.
+#[derive(Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Wire {
     Params(SubmitQuery),
@@ -114,16 +115,11 @@ enum Wire {
 impl StreamMessage {
     /// The message as an app writes it.
     pub fn encode(&self) -> String {
-        match self {
-            Self::Params(q) => {
-                let mut v = serde_json::to_value(q).unwrap_or_default();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("type".into(), "params".into());
-                }
-                v.to_string()
-            }
-            Self::Ack(id) => serde_json::json!({ "type": "ack", "id": id.to_string() }).to_string(),
-        }
+        let wire = match self {
+            Self::Params(q) => Wire::Params(q.clone()),
+            Self::Ack(id) => Wire::Ack { id: id.to_string() },
+        };
+        serde_json::to_string(&wire).unwrap_or_default()
     }
 
     /// Decodes one text message (JSON with a `type`), at most [`MAX_STREAM_TEXT`]
