@@ -14,7 +14,8 @@ use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ed25519_dalek::{Signer, SigningKey, Verifier};
 use ferry_core::rand_core::OsRng;
 use ferry_core::{
-    Bundle, DtnTime, Identity, Keyring, Limits, PayloadKind, Priority, Realm, Recipient, SealParams,
+    Bundle, BundleId, DtnTime, Identity, Keyring, Limits, PayloadKind, Priority, Realm, Recipient,
+    SealParams,
 };
 
 /// Median nanoseconds per call of `f`.
@@ -115,6 +116,19 @@ fn main() {
         let verify_ns = measure(|| {
             black_box(vk.verify(black_box(&signed), &sig)).unwrap();
         });
+        // What sealing and opening sign and verify since wire version 2: the
+        // context and the bundle id, a BLAKE3 hash of the signed bytes.
+        let id_ns = measure(|| {
+            black_box(BundleId::of_signed_bytes(black_box(&signed)));
+        });
+        let msg = sealed.signature_message();
+        let msg_sig = sk.sign(&msg);
+        let sign_msg_ns = measure(|| {
+            black_box(sk.sign(black_box(&msg)));
+        });
+        let verify_msg_ns = measure(|| {
+            black_box(vk.verify(black_box(&msg), &msg_sig)).unwrap();
+        });
         let mut buf = payload.clone();
         let aead_enc_ns = measure(|| {
             black_box(
@@ -169,6 +183,9 @@ fn main() {
 
         row("ed25519 sign (signed bytes)", sign_ns);
         row("ed25519 verify (signed bytes)", verify_ns);
+        row("blake3 bundle id (signed bytes)", id_ns);
+        row("ed25519 sign (context + id, 48 B)", sign_msg_ns);
+        row("ed25519 verify (context + id, 48 B)", verify_msg_ns);
         row("chacha20-poly1305 encrypt", aead_enc_ns);
         row("chacha20-poly1305 decrypt (with copy)", aead_dec_ns);
         row("decode only (no crypto)", decode_ns);

@@ -1,19 +1,24 @@
 //! The bundle: its types and its strict, bounded codec.
 //!
-//! Byte layout (version 1; `docs/wire-format.md` has the full description and a
+//! Byte layout (version 2; `docs/wire-format.md` has the full description and a
 //! worked example):
 //!
 //! ```text
 //! bundle    = signed signature envelope
-//! signed    = version:u8 header ciphertext            ; covered by the signature
+//! signed    = version:u8 header ciphertext            ; hashed into the bundle id
 //! header    = flags:u8 realm_tag:[4] source:[32] dest? created? sequence:varint
 //!             lifetime:varint hop_limit:u8 ephemeral_key?:[32]
 //! dest      = node_hash:[8]                            ; only when flags say "node"
 //! created   = u32 little-endian DTN seconds            ; only when flags say so
 //! ciphertext= len:varint bytes                         ; ChaCha20-Poly1305, tag included
-//! signature = [64]                                     ; Ed25519 over `signed`
+//! signature = [64]                                     ; Ed25519 over SIG_CONTEXT || id
 //! envelope  = hop_count:u8 age:varint? crc8:u8         ; not signed; CRC-8 over itself
 //! ```
+//!
+//! The bundle id is BLAKE3 (key derivation mode, context "ferry v1 bundle id") of
+//! `signed`; the signature covers the id, not the bytes again, so a large bundle is
+//! hashed once (BLAKE3) instead of three times more (SHA-512, twice to sign and once
+//! to verify).
 //!
 //! Varints are postcard's (LEB128, canonical form required). Decoding is done in two
 //! steps, as smoltcp's `Packet`/`Repr`: the bytes are checked and bounded, then an owned,
@@ -26,8 +31,14 @@ use crate::id::{BundleId, NodeHash, NodeId, NODE_HASH_LEN};
 use crate::realm::{RealmTag, REALM_TAG_LEN};
 use crate::time::DtnTime;
 
-/// The only wire version this code reads and writes.
-pub const VERSION: u8 = 1;
+/// The only wire version this code reads and writes (1 signed the whole signed bytes;
+/// 2 signs [`SIG_CONTEXT`] followed by the bundle id).
+pub const VERSION: u8 = 2;
+/// What an Ed25519 bundle signature covers, before the 32-byte bundle id: no other
+/// message a node signs (hellos, grants, drive packs) starts with these bytes.
+pub const SIG_CONTEXT: &[u8; 16] = b"ferry bundle v2\0";
+/// Length of the message a bundle signature covers.
+pub const SIG_MESSAGE_LEN: usize = 16 + 32;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 /// Length of the Poly1305 tag at the end of the ciphertext.
@@ -59,6 +70,14 @@ pub enum Priority {
     Normal = 1,
     /// Urgent traffic.
     Expedited = 2,
+}
+
+/// The message a bundle signature covers: [`SIG_CONTEXT`] then the bundle id.
+pub fn signature_message(id: &BundleId) -> [u8; SIG_MESSAGE_LEN] {
+    let mut m = [0u8; SIG_MESSAGE_LEN];
+    m[..SIG_CONTEXT.len()].copy_from_slice(SIG_CONTEXT);
+    m[SIG_CONTEXT.len()..].copy_from_slice(id.as_bytes());
+    m
 }
 
 impl Priority {
@@ -398,15 +417,16 @@ impl Envelope {
 
 impl Bundle {
     /// Assembles a bundle from its parts; used by sealing. `bytes` is
-    /// `version || header || ct_len || ciphertext || signature`.
+    /// `version || header || ct_len || ciphertext || signature`, and `id` the id of
+    /// its signed bytes.
     pub(crate) fn from_parts(
         bytes: Vec<u8>,
         header: Header,
         header_end: usize,
         ct_start: usize,
         envelope: Envelope,
+        id: BundleId,
     ) -> Self {
-        let id = BundleId::of_signed_bytes(&bytes[..bytes.len() - SIGNATURE_LEN]);
         Self {
             bytes,
             header_end,
@@ -460,12 +480,14 @@ impl Bundle {
             });
         }
         let envelope = Envelope { hop_count, age };
+        let id = BundleId::of_signed_bytes(&bytes[..signed_end - SIGNATURE_LEN]);
         Ok(Self::from_parts(
             bytes[..signed_end].to_vec(),
             header,
             header_end,
             ct_start,
             envelope,
+            id,
         ))
     }
 
@@ -523,9 +545,15 @@ impl Bundle {
         }
     }
 
-    /// Bytes covered by the signature: `version || header || ciphertext`.
+    /// Bytes the id is the hash of, and so the signature covers:
+    /// `version || header || ciphertext`.
     pub fn signed_bytes(&self) -> &[u8] {
         &self.bytes[..self.bytes.len() - SIGNATURE_LEN]
+    }
+
+    /// The message the Ed25519 signature is over: [`SIG_CONTEXT`] then the id.
+    pub fn signature_message(&self) -> [u8; SIG_MESSAGE_LEN] {
+        signature_message(&self.id)
     }
 
     /// `version || header`: the per-bundle key is derived from these bytes.

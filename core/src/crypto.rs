@@ -25,11 +25,11 @@ use x25519_dalek::{PublicKey as XPublic, StaticSecret};
 use zeroize::Zeroizing;
 
 use crate::bundle::{
-    Bundle, DecodeError, Destination, Envelope, Header, Limits, PayloadKind, Priority,
-    AEAD_TAG_LEN, MAX_ENDPOINT_LEN, SIGNATURE_LEN,
+    signature_message, Bundle, DecodeError, Destination, Envelope, Header, Limits, PayloadKind,
+    Priority, AEAD_TAG_LEN, MAX_ENDPOINT_LEN, SIGNATURE_LEN, SIG_MESSAGE_LEN,
 };
 use crate::codec::{put_varint, varint_len, Reader};
-use crate::id::{NodeHash, NodeId};
+use crate::id::{BundleId, NodeHash, NodeId};
 use crate::identity::{x25519_public_of, Identity};
 use crate::realm::{Realm, RealmTag};
 use crate::time::DtnTime;
@@ -491,14 +491,15 @@ impl Keyring {
                 max: self.limits.max_bundle_bytes,
             })?;
         buf.extend_from_slice(&tag);
-        let sig = self.identity.sign(&buf);
+        let id = BundleId::of_signed_bytes(&buf);
+        let sig = self.identity.sign(&signature_message(&id));
         buf.extend_from_slice(&sig);
         let envelope = Envelope {
             hop_count: 0,
             age: params.created.is_none().then_some(0),
         };
         Ok(Bundle::from_parts(
-            buf, header, header_end, ct_start, envelope,
+            buf, header, header_end, ct_start, envelope, id,
         ))
     }
 
@@ -585,7 +586,7 @@ impl Keyring {
 
 fn verify_with(vk: &VerifyingKey, bundle: &Bundle) -> Result<(), OpenError> {
     let sig = Signature::from_bytes(&bundle.signature());
-    vk.verify(bundle.signed_bytes(), &sig)
+    vk.verify(&bundle.signature_message(), &sig)
         .map_err(|_| OpenError::BadSignature)
 }
 
@@ -596,7 +597,8 @@ fn batch_verify(
     let Some(keys) = keys else {
         return bundles.iter().map(|b| verify(b)).collect();
     };
-    let msgs: Vec<&[u8]> = bundles.iter().map(|b| b.signed_bytes()).collect();
+    let owned: Vec<[u8; SIG_MESSAGE_LEN]> = bundles.iter().map(|b| b.signature_message()).collect();
+    let msgs: Vec<&[u8]> = owned.iter().map(|m| &m[..]).collect();
     let sigs: Vec<Signature> = bundles
         .iter()
         .map(|b| Signature::from_bytes(&b.signature()))

@@ -38,8 +38,8 @@ pub mod realm;
 pub mod time;
 
 pub use bundle::{
-    Bundle, DecodeError, Destination, Envelope, Header, Limits, PayloadKind, Priority,
-    DEFAULT_HOP_LIMIT, DEFAULT_MAX_BUNDLE_BYTES, VERSION,
+    signature_message, Bundle, DecodeError, Destination, Envelope, Header, Limits, PayloadKind,
+    Priority, DEFAULT_HOP_LIMIT, DEFAULT_MAX_BUNDLE_BYTES, SIG_CONTEXT, SIG_MESSAGE_LEN, VERSION,
 };
 pub use crypto::{
     verify, verify_many, Keyring, OpenError, Opened, Recipient, SealError, SealParams,

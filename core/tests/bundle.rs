@@ -170,12 +170,15 @@ fn expired_oversized_truncated_and_trailing_are_typed_errors() {
         Err(DecodeError::TrailingBytes(4))
     );
 
-    let mut v2 = wire.clone();
-    v2[0] = 2;
-    assert_eq!(
-        Bundle::decode(&v2, &Limits::default()),
-        Err(DecodeError::UnsupportedVersion(2))
-    );
+    // Version 1 signed the whole signed bytes; its bundles are refused, not misread.
+    for v in [1, 3] {
+        let mut other = wire.clone();
+        other[0] = v;
+        assert_eq!(
+            Bundle::decode(&other, &Limits::default()),
+            Err(DecodeError::UnsupportedVersion(v))
+        );
+    }
 }
 
 #[test]
@@ -290,6 +293,48 @@ fn batch_verification_matches_single() {
     for (i, r) in res.iter().enumerate() {
         assert_eq!(r.is_ok(), i != 3, "bundle {i}");
     }
+}
+
+/// The signature is over `SIG_CONTEXT || id`: the same key's signature over the raw
+/// signed bytes (version 1's rule) or over the bare id is refused, and the id binds
+/// every signed byte (a changed ciphertext is a new id the signature does not cover).
+#[test]
+fn the_signature_covers_the_context_and_the_id() {
+    let seed = [1u8; 32];
+    let a = node(1, vec![realm()]);
+    let b = node(2, vec![realm()]);
+    let sealed = a.seal(&params(&b), b"the bytes", &mut OsRng).unwrap();
+    let wire = sealed.encode();
+    let sig_at = sealed.signed_bytes().len();
+    assert_eq!(
+        sealed.signature(),
+        Identity::from_seed(seed).sign(&ferry_core::signature_message(&sealed.id()))
+    );
+    assert!(sealed
+        .signature_message()
+        .starts_with(ferry_core::SIG_CONTEXT));
+    let with_sig = |sig: [u8; 64]| {
+        let mut w = wire.clone();
+        w[sig_at..sig_at + 64].copy_from_slice(&sig);
+        w
+    };
+    let identity = Identity::from_seed(seed);
+    for sig in [
+        identity.sign(sealed.signed_bytes()),
+        identity.sign(sealed.id().as_bytes()),
+    ] {
+        assert_eq!(
+            b.accept(&with_sig(sig), Some(NOW)),
+            Err(OpenError::BadSignature)
+        );
+    }
+    assert!(b.accept(&with_sig(sealed.signature()), Some(NOW)).is_ok());
+    // A byte of ciphertext changed: decoding gives another id, and the signature fails.
+    let mut changed = wire.clone();
+    changed[sig_at - 1] ^= 0x01;
+    let decoded = Bundle::decode(&changed, &Limits::default()).unwrap();
+    assert_ne!(decoded.id(), sealed.id());
+    assert_eq!(ferry_core::verify(&decoded), Err(OpenError::BadSignature));
 }
 
 /// The receiver's whole pipeline: decode, realm, expiry, signature, decryption.

@@ -26,7 +26,7 @@ fn realm_tag_hex(share: &str) -> String {
 /// Fields every bundle A sealed must show.
 #[track_caller]
 fn check_common(v: &serde_json::Value, a: &Node, share: &str, file_len: usize) {
-    assert_eq!(field_u64(v, "version"), 1, "{v}");
+    assert_eq!(field_u64(v, "version"), 2, "{v}");
     assert_eq!(field_str(v, "source"), a.id, "{v}");
     assert_eq!(field_str(v, "realm_tag"), realm_tag_hex(share), "{v}");
     assert_eq!(field_u64(v, "encoded_bytes"), file_len as u64, "{v}");

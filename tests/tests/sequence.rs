@@ -18,7 +18,7 @@ fn sequence_of(bundle: &[u8]) -> u64 {
 /// docs/wire-format.md): version, flags, realm tag, source, [destination],
 /// [creation time], then the sequence as a LEB128 varint.
 fn sequence_from_prefix(prefix: &[u8]) -> u64 {
-    assert_eq!(prefix[0], 1, "version byte");
+    assert_eq!(prefix[0], 2, "version byte");
     let flags = prefix[1];
     let mut pos = 2 + 4 + 32;
     if flags & 0b1100 == 0 {

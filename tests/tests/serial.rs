@@ -322,7 +322,14 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
     let sent = emu.stats()["nodes"]["a"]["tx_bytes"].as_u64().unwrap() - before;
     assert!(
         (sent as f64) < 1.5 * size as f64,
-        "A put {sent} bytes on air for one {size}-byte bundle to two neighbours"
+        "A put {sent} bytes on air for one {size}-byte bundle to two neighbours\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
+        port_status(&a),
+        da.log_text(),
+        port_status(&b),
+        db.log_text(),
+        port_status(&c),
+        dc.log_text(),
+        serde_json::to_string(&emu.stats()).unwrap()
     );
     let shared = num(&port_status(&a), &["session", "segments_sent"]);
     assert!(shared > 0);

@@ -388,7 +388,7 @@ fn main() {
     // The machine's signing + verification bound, measured now.
     let sk = SigningKey::generate(&mut OsRng);
     let vk = sk.verifying_key();
-    let msg = [7u8; 150];
+    let msg = [7u8; ferry_core::SIG_MESSAGE_LEN];
     let iters = 4000;
     let t = Instant::now();
     for _ in 0..iters {
