@@ -5,7 +5,7 @@ mod engine_net;
 
 use engine_net::Net;
 use ferry_cl_api::LinkCaps;
-use ferry_core::Priority;
+use ferry_core::{BundleId, Priority};
 use ferry_router::engine::PolicyConfig;
 
 fn small_caps() -> LinkCaps {
@@ -15,6 +15,7 @@ fn small_caps() -> LinkCaps {
         bitrate_bps: Some(1_757),
         duty_cycle: Some(0.01),
         broadcast: true,
+        medium: None,
         max_bundle_bytes: 256 * 1024,
         max_in_flight: 4,
     }
@@ -70,4 +71,64 @@ fn a_pushed_bundle_the_peer_already_has_is_acknowledged_from_its_seen_set() {
     net.up(0, 2);
     net.run_for(2_000);
     assert_eq!(net.delivered_count(2, &id), 1);
+}
+
+/// Three nodes on one radio: node 0 reaches 1 and 2 on links of the same medium.
+fn one_radio(medium: Option<u64>) -> (Net, BundleId) {
+    let mut net = Net::new(3, PolicyConfig::Epidemic);
+    net.caps = LinkCaps {
+        medium,
+        ..small_caps()
+    };
+    net.up(0, 1);
+    net.up(0, 2);
+    net.run_for(1_000);
+    // Node 1's answers are late (lost once, or queued behind other traffic).
+    net.nodes[1].stall = true;
+    let b = net.seal(0, None, &[5; 2_000], 3600, Priority::Normal, 8);
+    let id = net.submit(0, b);
+    (net, id)
+}
+
+#[test]
+fn a_bundle_waits_for_a_late_answer_from_another_neighbour_on_the_same_radio() {
+    let (mut net, id) = one_radio(Some(1));
+    net.run_for(1_000);
+    // Node 2 wants it, node 1 was offered it and has not answered: node 0 holds it.
+    assert_eq!(net.crossings(0, 2, &id), 0);
+    assert_eq!(net.crossings(0, 1, &id), 0);
+    net.release();
+    // Node 1's want arrives: both transfers start at once, one after the other in the
+    // same instant, so the link layer can put the bundle on air once for both.
+    let carried: Vec<usize> = net
+        .carried
+        .iter()
+        .filter(|(from, _, i)| *from == 0 && *i == id)
+        .map(|(_, to, _)| *to)
+        .collect();
+    assert_eq!(carried.len(), 2, "{carried:?}");
+    assert_eq!(net.crossings(0, 1, &id), 1);
+    assert_eq!(net.crossings(0, 2, &id), 1);
+    net.run_for(1_000);
+    assert_eq!(net.delivered_count(1, &id), 1);
+    assert_eq!(net.delivered_count(2, &id), 1);
+}
+
+#[test]
+fn the_hold_for_a_silent_neighbour_is_bounded() {
+    let (mut net, id) = one_radio(Some(1));
+    // 16 frame airtimes of 241 bytes at 1,757 bit/s: 17.5 s.
+    net.run_for(15_000);
+    assert_eq!(net.crossings(0, 2, &id), 0);
+    net.run_for(5_000);
+    assert_eq!(net.crossings(0, 2, &id), 1);
+    assert_eq!(net.delivered_count(2, &id), 1);
+    assert_eq!(net.crossings(0, 1, &id), 0);
+}
+
+#[test]
+fn links_of_different_media_do_not_wait_for_each_other() {
+    let (mut net, id) = one_radio(None);
+    net.run_for(1_000);
+    assert_eq!(net.crossings(0, 2, &id), 1);
 }

@@ -292,9 +292,22 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
         <[TestNode; 3]>::try_from(nodes).unwrap(),
         <[Daemon; 3]>::try_from(daemons).unwrap(),
     );
-    assert!(wait_until(Duration::from_secs(60), || a.links() == 2
-        && b.links() == 1
-        && c.links() == 1));
+    assert!(
+        wait_until(Duration::from_secs(60), || a.links() == 2
+            && b.links() == 1
+            && c.links() == 1),
+        "links a={} b={} c={}\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
+        a.links(),
+        b.links(),
+        c.links(),
+        port_status(&a),
+        da.log_text(),
+        port_status(&b),
+        db.log_text(),
+        port_status(&c),
+        dc.log_text(),
+        serde_json::to_string(&emu.stats()).unwrap()
+    );
     // Let the contacts' first exchanges finish.
     std::thread::sleep(Duration::from_secs(3));
     let before = emu.stats()["nodes"]["a"]["tx_bytes"].as_u64().unwrap();

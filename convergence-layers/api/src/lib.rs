@@ -48,6 +48,10 @@ pub struct LinkCaps {
     pub duty_cycle: Option<f64>,
     /// One transmission reaches every neighbour in range.
     pub broadcast: bool,
+    /// Links that share one transmission medium (the neighbours of one radio) carry
+    /// the same value, so the router can send a bundle several of them want once.
+    #[serde(default)]
+    pub medium: Option<u64>,
     /// Largest bundle this link accepts, in bytes.
     pub max_bundle_bytes: u64,
     /// Most bundle transfers the router should have in flight at once on this link.
@@ -63,6 +67,7 @@ impl LinkCaps {
             bitrate_bps: None,
             duty_cycle: None,
             broadcast: false,
+            medium: None,
             max_bundle_bytes: ferry_core::DEFAULT_MAX_BUNDLE_BYTES as u64,
             max_in_flight: 64,
         }

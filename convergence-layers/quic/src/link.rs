@@ -493,6 +493,7 @@ async fn start_link(inner: &Arc<Inner>, a: Admitted) -> Result<Arc<Link>, Connec
         bitrate_bps: None,
         duty_cycle: None,
         broadcast: false,
+        medium: None,
         max_bundle_bytes: a.hello.max_bundle,
         max_in_flight: a.hello.max_in_flight.min(own.max_in_flight),
     };

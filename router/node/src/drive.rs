@@ -314,6 +314,7 @@ pub async fn sync_until(
         bitrate_bps: None,
         duty_cycle: None,
         broadcast: false,
+        medium: None,
         max_bundle_bytes: limits.max_body_bytes,
         max_in_flight: PACK_ENTRIES,
     };

@@ -28,6 +28,8 @@ use crate::daemon::{accept_batch, Cmd, LinkOut, Shared};
 
 /// Serial link ids live in their own range, apart from QUIC's and the drives'.
 static NEXT_SERIAL_LINK: AtomicU64 = AtomicU64::new(1 << 61);
+/// Medium ids of radio ports ([`LinkCaps::medium`]).
+static NEXT_MEDIUM: AtomicU64 = AtomicU64::new(1);
 /// Queue from the engine's per-link writers to the port task.
 const PORT_QUEUE: usize = 256;
 /// Queue of one link's writer.
@@ -211,6 +213,10 @@ impl PortPlan {
             bitrate_bps: Some(bitrate),
             duty_cycle: duty,
             broadcast: radio.is_some(),
+            // The neighbours of one radio share its air: one medium per radio port.
+            medium: radio
+                .is_some()
+                .then(|| NEXT_MEDIUM.fetch_add(1, Ordering::Relaxed)),
             max_bundle_bytes: session.max_message_bytes as u64,
             max_in_flight: if radio.is_some() { 4 } else { 16 },
         };

@@ -772,6 +772,9 @@ pub struct Engine<S: CustodyStore> {
     rr_after: Option<LinkId>,
     /// Optional work stopped early (output cap or per-call budget).
     deferred: bool,
+    /// When the earliest bundle held for a shared medium may go (see
+    /// `transfer::medium_hold`).
+    medium_hold_until: Option<Millis>,
     seal_counter: u64,
     /// The policy's saved state was looked for (see [`EngineConfig::persist_routing`]).
     routing_restored: bool,
@@ -830,6 +833,7 @@ impl<S: CustodyStore> Engine<S> {
             redeliver: Redeliver::start(),
             rr_after: None,
             deferred: false,
+            medium_hold_until: None,
             seal_counter: 0,
             routing_restored: false,
             writes: writes::Writes::default(),
@@ -964,6 +968,11 @@ impl<S: CustodyStore> Engine<S> {
             at(s + self.config.commit_delay);
         }
         at(self.next_purge);
+        if let Some(u) = self.medium_hold_until {
+            if u > self.now {
+                at(u);
+            }
+        }
         for l in self.links.values() {
             if let Some(u) = l.quiet_until {
                 if u > self.now {

@@ -9,7 +9,7 @@ use super::envelope::{forward_in_place, read_envelope};
 use super::frame::{
     items_per_frame, key_of, Bound, Frame, Key, OfferItem, Range, RefuseReason, KEY_LEN,
 };
-use super::link::{HaveScan, Link, OutState, Outbound, Session};
+use super::link::{HaveScan, Link, OutState, Outbound, QueueKey, Session};
 use super::policy::{Candidate, Verdict};
 use super::recon::{self, HaveRange, IdSource, Role};
 use super::time::Millis;
@@ -821,6 +821,7 @@ impl<S: CustodyStore> Engine<S> {
     /// Hands wanted bundles to links: one per link per turn, round-robin, within
     /// each link's `max_in_flight` and the engine's in-flight byte budget.
     pub(crate) fn pump_sends(&mut self) -> Result<(), EngineError> {
+        self.medium_hold_until = None;
         loop {
             if self.links.values().all(|l| l.queue.is_empty()) {
                 return Ok(());
@@ -864,7 +865,22 @@ impl<S: CustodyStore> Engine<S> {
         if self.in_flight_bytes > 0 && self.in_flight_bytes >= self.config.max_in_flight_bytes {
             return Ok(false);
         }
-        let Some(qk) = l.queue.pop_first() else {
+        let qk = if l.caps.medium.is_some() {
+            let Some(qk) = self.next_on_medium(link) else {
+                return Ok(false);
+            };
+            let Some(l) = self.links.get_mut(&link) else {
+                return Ok(false);
+            };
+            l.queue.remove(&qk);
+            qk
+        } else {
+            let Some(qk) = l.queue.pop_first() else {
+                return Ok(false);
+            };
+            qk
+        };
+        let Some(l) = self.links.get_mut(&link) else {
             return Ok(false);
         };
         let key = qk.2;
@@ -928,7 +944,59 @@ impl<S: CustodyStore> Engine<S> {
     }
 }
 
+/// Most queued bundles of a shared-medium link looked at for one not on hold.
+const HOLD_SCAN: usize = 32;
+
+/// How long a bundle one neighbour on a shared medium wants may wait for another
+/// neighbour there that was offered it and has not answered: 16 frame airtimes at the
+/// link's nominal rate, within 2 to 60 s (2 s when the rate is unknown).
+pub(crate) fn medium_hold(caps: &LinkCaps) -> Millis {
+    let frame_ms = match (caps.mtu, caps.bitrate_bps) {
+        (Some(mtu), Some(bps)) if bps > 0 => u64::from(mtu) * 8 * 1000 / bps,
+        _ => 0,
+    };
+    Millis(frame_ms.saturating_mul(16).clamp(2_000, 60_000))
+}
+
 impl<S: CustodyStore> Engine<S> {
+    /// The next queued bundle of `link` (a link on a shared medium) that is not on
+    /// hold. A bundle is on hold while another link of the same medium was offered it
+    /// less than [`medium_hold`] ago and has not answered: when that neighbour wants it
+    /// too, both transfers start together and the link layer puts the bundle on air
+    /// once for both; radios are half-duplex, so a neighbour whose answer comes while
+    /// a long transmission has begun would otherwise wait it out and get its own copy.
+    /// Records when the earliest hold ends, for [`Engine::poll_timeout`].
+    fn next_on_medium(&mut self, link: LinkId) -> Option<QueueKey> {
+        let l = self.links.get(&link)?;
+        let medium = l.caps.medium?;
+        let hold = medium_hold(&l.caps);
+        let mut until: Option<Millis> = None;
+        let mut pick = None;
+        for qk in l.queue.iter().take(HOLD_SCAN) {
+            let held = self
+                .links
+                .iter()
+                .filter(|(other, m)| **other != link && m.caps.medium == Some(medium))
+                .filter_map(|(_, m)| match m.outbound.get(&qk.2)?.state {
+                    OutState::Offered { at, .. } => Some(at + hold),
+                    _ => None,
+                })
+                .filter(|end| *end > self.now)
+                .max();
+            match held {
+                Some(end) => until = Some(until.map_or(end, |u| u.min(end))),
+                None => {
+                    pick = Some(*qk);
+                    break;
+                }
+            }
+        }
+        if let Some(end) = until {
+            self.medium_hold_until = Some(self.medium_hold_until.map_or(end, |u| u.min(end)));
+        }
+        pick
+    }
+
     /// The first link after `after` (the first of all for `None`), ascending: walks
     /// the links while the loop body may add or remove some.
     fn link_after(&self, after: Option<LinkId>) -> Option<LinkId> {

@@ -39,6 +39,8 @@ pub struct Node {
     pub has_clock: bool,
     /// Frames this node sends are lost.
     pub mute: bool,
+    /// Frames this node sends wait in [`Net::stalled`] until [`Net::release`].
+    pub stall: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +63,8 @@ pub struct Net {
     pub lose_bundles: bool,
     /// The largest control frame sent.
     pub max_frame: usize,
+    /// Frames of stalled nodes, not yet delivered.
+    stalled: Vec<(usize, Input)>,
 }
 
 pub fn realm() -> Realm {
@@ -107,6 +111,7 @@ impl Net {
                 auto_ack: true,
                 has_clock: true,
                 mute: false,
+                stall: false,
             });
         }
         Net {
@@ -119,6 +124,7 @@ impl Net {
             carried: Vec::new(),
             lose_bundles: false,
             max_frame: 0,
+            stalled: Vec::new(),
         }
     }
 
@@ -306,13 +312,18 @@ impl Net {
                         continue;
                     }
                     if let Some(e) = self.links.get(&link) {
-                        self.queue.push_back((
+                        let frame = (
                             e.peer,
                             Input::Frame {
                                 link: e.peer_link,
                                 bytes,
                             },
-                        ));
+                        );
+                        if self.nodes[n].stall {
+                            self.stalled.push(frame);
+                        } else {
+                            self.queue.push_back(frame);
+                        }
                     }
                 }
                 Output::SendBundle {
@@ -372,6 +383,15 @@ impl Net {
                 Output::Imported { .. } | Output::Export { .. } | Output::CarrierIdle { .. } => {}
             }
         }
+    }
+
+    /// Delivers the frames stalled nodes sent, in order, and stops stalling them.
+    pub fn release(&mut self) {
+        for n in &mut self.nodes {
+            n.stall = false;
+        }
+        self.queue.extend(self.stalled.drain(..));
+        self.pump();
     }
 
     /// Runs the network for `ms` milliseconds of simulated time.
