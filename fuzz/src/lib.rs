@@ -249,7 +249,14 @@ pub fn group_bundle(
         .encrypt_in_place_detached(Nonce::from_slice(&[0; 12]), &[], &mut buf[ct_start..])
         .expect("small plaintext encrypts");
     buf.extend_from_slice(&tag);
-    let sig = sender.sign(&buf);
+    // Wire version 2: Ed25519 over the context and the bundle id (written out here
+    // rather than taken from ferry-core, so the harness stays an independent oracle).
+    let id = blake3::Hasher::new_derive_key("ferry v1 bundle id")
+        .update(&buf)
+        .finalize();
+    let mut msg = b"ferry bundle v2\0".to_vec();
+    msg.extend_from_slice(id.as_bytes());
+    let sig = sender.sign(&msg);
     buf.extend_from_slice(&sig);
     // Envelope: hop count 0, then the age (0) iff the header has no creation time.
     let has_created = header.get(1).is_some_and(|f| f & 0b1_0000 != 0);
