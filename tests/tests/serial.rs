@@ -37,6 +37,16 @@ fn cable_pair(
     (emu, a, b, da, db)
 }
 
+/// Every node's port status and log, then the channel's statistics: what a failing
+/// radio test prints.
+fn radio_report(nodes: &[(&str, &TestNode, &Daemon)], emu: &mut Emulator) -> String {
+    let mut out = String::new();
+    for (name, n, d) in nodes {
+        out.push_str(&format!("{name} {}\n{}\n", port_status(n), d.log_text()));
+    }
+    out + &serde_json::to_string(&emu.stats()).unwrap_or_default()
+}
+
 fn num(v: &serde_json::Value, path: &[&str]) -> u64 {
     let mut v = v;
     for p in path {
@@ -233,14 +243,9 @@ fn three_rnodes_in_a_line_with_20_percent_loss_deliver_within_the_duty_cycle() {
             got.extend(c.recv(1, &out));
             !got.is_empty()
         }),
-        "A -> C not delivered:\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
-        port_status(&a),
-        da.log_text(),
-        port_status(&b),
-        db.log_text(),
-        port_status(&c),
-        dc.log_text(),
-        serde_json::to_string(&emu.stats()).unwrap()
+        "A -> C not delivered:
+{}",
+        radio_report(&[("A", &a, &da), ("B", &b, &db), ("C", &c, &dc)], &mut emu)
     );
     assert_eq!(got[0].0, id);
     assert!(got[0].1 == payload(2000, 3));
@@ -296,17 +301,11 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
         wait_until(Duration::from_secs(60), || a.links() == 2
             && b.links() == 1
             && c.links() == 1),
-        "links a={} b={} c={}\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
+        "links a={} b={} c={}\n{}",
         a.links(),
         b.links(),
         c.links(),
-        port_status(&a),
-        da.log_text(),
-        port_status(&b),
-        db.log_text(),
-        port_status(&c),
-        dc.log_text(),
-        serde_json::to_string(&emu.stats()).unwrap()
+        radio_report(&[("A", &a, &da), ("B", &b, &db), ("C", &c, &dc)], &mut emu)
     );
     // Let the contacts' first exchanges finish.
     std::thread::sleep(Duration::from_secs(3));
@@ -335,14 +334,9 @@ fn a_bundle_two_radio_neighbours_lack_goes_on_air_once() {
     let sent = emu.stats()["nodes"]["a"]["tx_bytes"].as_u64().unwrap() - before;
     assert!(
         (sent as f64) < 1.5 * size as f64,
-        "A put {sent} bytes on air for one {size}-byte bundle to two neighbours\nA {}\n{}\nB {}\n{}\nC {}\n{}\n{}",
-        port_status(&a),
-        da.log_text(),
-        port_status(&b),
-        db.log_text(),
-        port_status(&c),
-        dc.log_text(),
-        serde_json::to_string(&emu.stats()).unwrap()
+        "A put {sent} bytes on air for one {size}-byte bundle to two neighbours
+{}",
+        radio_report(&[("A", &a, &da), ("B", &b, &db), ("C", &c, &dc)], &mut emu)
     );
     let shared = num(&port_status(&a), &["session", "segments_sent"]);
     assert!(shared > 0);
