@@ -34,8 +34,9 @@ use crate::time::DtnTime;
 /// The only wire version this code reads and writes (1 signed the whole signed bytes;
 /// 2 signs [`SIG_CONTEXT`] followed by the bundle id).
 pub const VERSION: u8 = 2;
-/// What an Ed25519 bundle signature covers, before the 32-byte bundle id: no other
-/// message a node signs (hellos, grants, drive packs) starts with these bytes.
+/// What an Ed25519 bundle signature covers, before the 32-byte bundle id (15 ASCII
+/// bytes and a zero): no other message a node signs with its key (link hellos, LAN
+/// beacons, TLS handshakes) starts with these bytes.
 pub const SIG_CONTEXT: &[u8; 16] = b"ferry bundle v2\0";
 /// Length of the message a bundle signature covers.
 pub const SIG_MESSAGE_LEN: usize = 16 + 32;
@@ -427,6 +428,11 @@ impl Bundle {
         envelope: Envelope,
         id: BundleId,
     ) -> Self {
+        debug_assert_eq!(
+            id,
+            BundleId::of_signed_bytes(&bytes[..bytes.len() - SIGNATURE_LEN]),
+            "the id of other bytes"
+        );
         Self {
             bytes,
             header_end,

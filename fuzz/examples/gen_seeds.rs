@@ -24,7 +24,7 @@ fn main() -> std::io::Result<()> {
         write("bundle_decode", name, bytes)?;
         write("bundle_accept_open", name, bytes)?;
     }
-    // Structured paths of bundle_accept_open (first byte not the version 1).
+    // Structured paths of bundle_accept_open (first byte not the bundle version).
     write("bundle_accept_open", "seal_round_trip", b"\x00\x00\x01\x04mail\x01\x00\x00\x00\x05\x00\x10\x0e\x00\x00\x01\x20\x00\x07\x00\x00\x00\x00\x00\x00\x00hello")?;
     // Found by the fuzzer (a harness bug): an empty plaintext, refused at decoding.
     write(

@@ -5,8 +5,9 @@
 # --symbol-ordering-file), so that these functions sit together in the binary and an
 # idle node maps far fewer pages of `ferry` (docs/performance.md#idle-memory).
 #
-# Symbol names carry hashes of the crate graph, and the graph's features differ with
-# how `ferry` is built, so each way is profiled and the names of all are kept (the
+# Symbol names are v0 (.cargo/config.toml), which do not change as code changes, but
+# carry per-crate disambiguators that follow the crate graph's features, which differ
+# with how `ferry` is built, so each way is profiled and the names of all are kept (the
 # linker skips the names a build does not have):
 #   - `cargo run --release --bin ferry` (the README's command; whole workspace),
 #   - `cargo install --path router/node` (the ferry-node package alone),
@@ -43,10 +44,10 @@ profile() {
   vg a & A=$!
   vg b & B=$!
   for _ in $(seq 1 1200); do
-    if curl -sf "http://127.0.0.1:$pa/v1/status" | grep -q '"links":1'; then break; fi
+    if curl -sf "http://127.0.0.1:$pa/v1/status" | grep -Eq '"links":1[,}]'; then break; fi
     sleep 0.1
   done
-  curl -sf "http://127.0.0.1:$pb/v1/status" | grep -q '"links":1' || { echo "no link" >&2; exit 1; }
+  curl -sf "http://127.0.0.1:$pb/v1/status" | grep -Eq '"links":1[,}]' || { echo "no link" >&2; exit 1; }
   sleep 5
   callgrind_control -d "$A" >/dev/null 2>&1
   callgrind_control -d "$B" >/dev/null 2>&1
@@ -56,7 +57,8 @@ profile() {
   done
   "$bin" recv --home "$w/b" --wait 60 --out "$w/got-b" >/dev/null 2>&1
   "$bin" recv --home "$w/a" --wait 60 --out "$w/got-a" >/dev/null 2>&1
-  kill -TERM $A $B; wait $A $B || true
+  kill -TERM $A $B || true
+  wait $A $B || true
   A=; B=
   # Function names of the ferry object, each once; callgrind marks recursion depth
   # with 'N suffixes, which are not part of symbol names.
@@ -74,7 +76,7 @@ for build in "cargo build --release --bin ferry" \
              "cargo bench -p ferry-node --no-run"; do
   n=$((n + 1))
   $build
-  cp target/release/ferry "$D/ferry.$n"
+  cp "${CARGO_TARGET_DIR:-target}/release/ferry" "$D/ferry.$n"
   profile "$D/ferry.$n" "$D/names.$n"
 done
 # The start-up and idle functions of every build first, then the rest.

@@ -965,32 +965,50 @@ impl<S: CustodyStore> Engine<S> {
     /// too, both transfers start together and the link layer puts the bundle on air
     /// once for both; radios are half-duplex, so a neighbour whose answer comes while
     /// a long transmission has begun would otherwise wait it out and get its own copy.
-    /// Records when the earliest hold ends, for [`Engine::poll_timeout`].
+    /// Nothing waits for a link that is closing, or whose neighbour left an offer
+    /// unanswered for longer than the hold (it has stopped answering: each new bundle
+    /// would wait the whole hold for it). Records when the earliest hold ends, for
+    /// [`Engine::poll_timeout`].
     fn next_on_medium(&mut self, link: LinkId) -> Option<QueueKey> {
-        let l = self.links.get(&link)?;
-        let medium = l.caps.medium?;
-        let hold = medium_hold(&l.caps);
-        let mut until: Option<Millis> = None;
-        let mut pick = None;
-        for qk in l.queue.iter().take(HOLD_SCAN) {
-            let held = self
+        let (pick, until) = {
+            let l = self.links.get(&link)?;
+            let medium = l.caps.medium?;
+            let hold = medium_hold(&l.caps);
+            let now = self.now;
+            let answering: Vec<&Link> = self
                 .links
                 .iter()
-                .filter(|(other, m)| **other != link && m.caps.medium == Some(medium))
-                .filter_map(|(_, m)| match m.outbound.get(&qk.2)?.state {
-                    OutState::Offered { at, .. } => Some(at + hold),
-                    _ => None,
+                .filter(|(other, m)| **other != link && m.caps.medium == Some(medium) && !m.closing)
+                .map(|(_, m)| m)
+                .filter(|m| {
+                    !m.outbound.values().any(
+                        |o| matches!(o.state, OutState::Offered { at, .. } if at + hold <= now),
+                    )
                 })
-                .filter(|end| *end > self.now)
-                .max();
-            match held {
-                Some(end) => until = Some(until.map_or(end, |u| u.min(end))),
-                None => {
-                    pick = Some(*qk);
-                    break;
+                .collect();
+            if answering.is_empty() {
+                return l.queue.first().copied();
+            }
+            let mut until: Option<Millis> = None;
+            let mut pick = None;
+            for qk in l.queue.iter().take(HOLD_SCAN) {
+                let held = answering
+                    .iter()
+                    .filter_map(|m| match m.outbound.get(&qk.2)?.state {
+                        OutState::Offered { at, .. } => Some(at + hold),
+                        _ => None,
+                    })
+                    .max();
+                match held {
+                    Some(end) => until = Some(until.map_or(end, |u| u.min(end))),
+                    None => {
+                        pick = Some(*qk);
+                        break;
+                    }
                 }
             }
-        }
+            (pick, until)
+        };
         if let Some(end) = until {
             self.medium_hold_until = Some(self.medium_hold_until.map_or(end, |u| u.min(end)));
         }
