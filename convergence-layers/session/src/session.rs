@@ -540,6 +540,9 @@ pub struct Session<M: Medium> {
     hello_wanted: Option<u64>,
     last_hello: Option<u64>,
     hello_answer: bool,
+    /// Gap before the next hello while this node knows no neighbour: doubles from
+    /// `hello_min_gap_us` with each such hello, up to `hello_interval_us`.
+    lonely_gap: u64,
     /// Contact resets the next hellos announce: neighbour → (epoch, hellos left).
     resets: BTreeMap<Short, (u8, u8)>,
     srtt: Option<(u64, u64)>,
@@ -634,6 +637,7 @@ impl<M: Medium> Session<M> {
             hello_wanted: Some(now + u64::from(nonce[0]) % 16 * (cfg.hello_min_gap_us / 64)),
             last_hello: None,
             hello_answer: true,
+            lonely_gap: cfg.hello_min_gap_us,
             resets: BTreeMap::new(),
             srtt: None,
             backoff: 0,
@@ -1637,8 +1641,21 @@ impl<M: Medium> Session<M> {
             self.hello_answer = false;
             self.last_hello = Some(now);
             self.hello_wanted = None;
-            self.next_hello =
-                now + self.cfg.hello_interval_us - self.jitter(self.cfg.hello_interval_us / 8);
+            // Alone, a node looks for neighbours again soon, then less and less
+            // often: its first hellos, or the answers to them, may have been lost
+            // (two hidden neighbours answering at once collide), and a node that
+            // heard nothing has nothing else to wait for. At most 1% of the air on
+            // these extra hellos: never sooner than 100 of their airtimes.
+            let interval = if self.neighbors.values().any(|n| n.up) {
+                self.lonely_gap = self.cfg.hello_min_gap_us;
+                self.cfg.hello_interval_us
+            } else {
+                let floor = self.medium.airtime_us(bytes.len()).saturating_mul(100);
+                let gap = self.lonely_gap.max(floor).min(self.cfg.hello_interval_us);
+                self.lonely_gap = self.lonely_gap.saturating_mul(2);
+                gap
+            };
+            self.next_hello = now + interval - self.jitter(interval / 8);
             self.stats.hellos_sent += 1;
             if let Body::Hello { resets, .. } = &frame.body {
                 for (s, _) in resets {

@@ -421,6 +421,41 @@ fn a_node_that_missed_the_hellos_finds_its_neighbours_from_their_traffic() {
     assert!(net.now - t0 < 10 * SEC, "took {} µs", net.now - t0);
 }
 
+#[test]
+fn a_node_whose_first_hellos_went_unheard_keeps_looking_for_its_neighbours() {
+    let (air, mut cfg) = cable();
+    cfg.hello_interval_us = 600 * SEC;
+    cfg.idle_timeout_us = 1900 * SEC;
+    let mut net = Net::new(3, air, cfg, 0.0, 5);
+    // A is deaf at first (as when the answers of two hidden neighbours collide at
+    // it): B and C hear A's hello and bring A up, A hears nobody.
+    net.hears[1][0] = false;
+    net.hears[2][0] = false;
+    net.run_until(10 * SEC, |_| false);
+    assert_eq!(net.nodes[1].session.neighbors().len(), 2);
+    assert_eq!(net.nodes[2].session.neighbors().len(), 2);
+    assert!(net.nodes[0].session.neighbors().is_empty());
+    // A hears again. B and C know A and have nothing to send: their next hellos are
+    // ten minutes away. A, alone, hellos again soon and asks for answers.
+    net.hears[1][0] = true;
+    net.hears[2][0] = true;
+    let t0 = net.now;
+    net.run_until(t0 + 120 * SEC, |net| {
+        net.nodes[0].session.neighbors().len() == 2
+    });
+    assert_eq!(net.nodes[0].session.neighbors().len(), 2);
+    assert!(net.now - t0 < 30 * SEC, "took {} µs", net.now - t0);
+    // Once it knows them, it hellos at the configured interval again.
+    let sent = net.nodes[0].session.stats().hellos_sent;
+    let t1 = net.now;
+    net.run_until(t1 + 300 * SEC, |_| false);
+    assert!(
+        net.nodes[0].session.stats().hellos_sent <= sent + 1,
+        "{} hellos after it found its neighbours",
+        net.nodes[0].session.stats().hellos_sent - sent
+    );
+}
+
 /// SF9 with the daemon's `hello_secs = 5` (hello every 5 s, idle after 16 s).
 fn sf9_hello_5s() -> (ferry_cl_lora::RadioSettings, Config) {
     let r = sf9();
