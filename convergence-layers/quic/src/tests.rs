@@ -290,8 +290,13 @@ async fn silent_peer_times_out() {
         assert_eq!(a.link.links().len(), 1);
         // B moves to another port: A hears nothing from it any more (a client drops
         // packets from unknown addresses), and B's packets get no answer.
+        let old = b.link.inner().endpoint.local_addr().unwrap();
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         b.link.inner().endpoint.rebind(sock).unwrap();
+        // Hold B's old port with a socket that never answers: otherwise another test's
+        // QUIC endpoint may be given the port and answer A's packets with a stateless
+        // reset (seen in CI as "connection reset" instead of the timeout).
+        let _silent = std::net::UdpSocket::bind(old);
         assert_eq!(down(&mut a.events).await, (la, DownReason::Timeout));
         assert_eq!(down(&mut b.events).await, (lb, DownReason::Timeout));
         a.link.shutdown().await;
