@@ -865,20 +865,17 @@ impl<S: CustodyStore> Engine<S> {
         if self.in_flight_bytes > 0 && self.in_flight_bytes >= self.config.max_in_flight_bytes {
             return Ok(false);
         }
-        let qk = if l.caps.medium.is_some() {
-            let Some(qk) = self.next_on_medium(link) else {
-                return Ok(false);
-            };
-            let Some(l) = self.links.get_mut(&link) else {
-                return Ok(false);
-            };
-            l.queue.remove(&qk);
+        let next = if l.caps.medium.is_some() {
+            let qk = self.next_on_medium(link);
+            if let (Some(qk), Some(l)) = (qk, self.links.get_mut(&link)) {
+                l.queue.remove(&qk);
+            }
             qk
         } else {
-            let Some(qk) = l.queue.pop_first() else {
-                return Ok(false);
-            };
-            qk
+            l.queue.pop_first()
+        };
+        let Some(qk) = next else {
+            return Ok(false);
         };
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(false);
