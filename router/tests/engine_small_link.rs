@@ -154,3 +154,48 @@ fn a_neighbour_that_stopped_answering_holds_up_one_bundle_not_every_bundle() {
     assert_eq!(net.crossings(0, 2, &second), 1);
     assert_eq!(net.crossings(0, 1, &second), 0);
 }
+
+/// The node with the lower id starts reconciling. On a radio it can miss the
+/// answer to its hello (two hidden neighbours answering at once collide): it then
+/// has no link to the other node, which has one to it and waits for it to start.
+fn lower_and_higher(net: &Net) -> (usize, usize) {
+    if net.id(0) < net.id(1) {
+        (0, 1)
+    } else {
+        (1, 0)
+    }
+}
+
+#[test]
+fn the_side_that_waits_speaks_first_when_its_peer_stays_silent() {
+    let mut net = Net::new(2, PolicyConfig::Epidemic);
+    net.caps = small_caps();
+    let (lo, hi) = lower_and_higher(&net);
+    let id = net.send(lo, hi, b"for the node it has not heard");
+    net.half_up(hi, lo);
+    // 16 frame airtimes at 1,757 bit/s: about 17.6 s of patience first.
+    net.run_for(15_000);
+    assert_eq!(
+        net.nodes[hi].engine.stats().sessions,
+        0,
+        "waits for its peer"
+    );
+    assert_eq!(net.delivered_count(hi, &id), 0);
+    // Then it speaks; the peer's link layer learns of it from that frame.
+    net.run_for(60_000);
+    assert_eq!(net.nodes[hi].engine.stats().sessions, 1);
+    assert_eq!(net.delivered_count(hi, &id), 1);
+}
+
+#[test]
+fn the_side_that_waits_starts_nothing_when_its_peer_speaks() {
+    let mut net = Net::new(2, PolicyConfig::Epidemic);
+    net.caps = small_caps();
+    let (lo, hi) = lower_and_higher(&net);
+    let id = net.send(lo, hi, b"for a node that heard it");
+    net.up(lo, hi);
+    net.run_for(120_000);
+    assert_eq!(net.delivered_count(hi, &id), 1);
+    assert_eq!(net.nodes[lo].engine.stats().sessions, 1);
+    assert_eq!(net.nodes[hi].engine.stats().sessions, 0);
+}

@@ -101,6 +101,10 @@ pub(crate) struct Link {
     /// The peer's store was full, or transfers to it kept failing: no offers
     /// before this time.
     pub quiet_until: Option<Millis>,
+    /// Set on a broadcast medium on the side that waits for its peer to start
+    /// reconciling (the higher node id): when nothing arrives from the peer by
+    /// then, this side starts itself. Cleared by any frame from the peer.
+    pub prompt_at: Option<Millis>,
     /// Bundles we asked the peer for: the copies it promised, when we asked.
     pub wanted: super::FastMap<Key, (u32, Millis)>,
 }
@@ -124,6 +128,7 @@ impl Link {
             queue: BTreeSet::new(),
             transfers: BTreeMap::new(),
             quiet_until: None,
+            prompt_at: None,
             wanted: super::FastMap::default(),
         }
     }

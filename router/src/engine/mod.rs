@@ -773,7 +773,7 @@ pub struct Engine<S: CustodyStore> {
     /// Optional work stopped early (output cap or per-call budget).
     deferred: bool,
     /// When the earliest bundle held for a shared medium may go (see
-    /// `transfer::medium_hold`).
+    /// `transfer::patience`).
     medium_hold_until: Option<Millis>,
     seal_counter: u64,
     /// The policy's saved state was looked for (see [`EngineConfig::persist_routing`]).
@@ -978,6 +978,9 @@ impl<S: CustodyStore> Engine<S> {
                 if u > self.now {
                     at(u);
                 }
+            }
+            if let Some(p) = l.prompt_at {
+                at(p.max(self.now));
             }
         }
         t

@@ -122,7 +122,16 @@ impl<S: CustodyStore> Engine<S> {
             });
             return Ok(());
         }
-        let l = Link::new(peer, caps);
+        let mut l = Link::new(peer, caps);
+        let initiator = self.keyring.node_id() < peer;
+        if !initiator && l.caps.broadcast {
+            // The peer starts reconciling. On a shared medium it may not have heard
+            // us yet (our answer to its hello was lost in a collision with another
+            // neighbour's): its link layer learns of us from any frame we send, so
+            // speak first should it stay silent. (Links set up by a handshake, and
+            // point-to-point ones, come up at both ends.)
+            l.prompt_at = Some(self.now + patience(&l.caps));
+        }
         let (ph, budget) = (l.peer_hash, l.budget);
         self.links.insert(link, l);
         let n = self.peer_links.entry(ph).or_insert(0);
@@ -136,7 +145,7 @@ impl<S: CustodyStore> Engine<S> {
                 self.send_frame(link, &Frame::Predictability(chunk.to_vec()));
             }
         }
-        if self.keyring.node_id() < peer {
+        if initiator {
             self.start_session(link)?;
         }
         Ok(())
@@ -247,6 +256,7 @@ impl<S: CustodyStore> Engine<S> {
                 return Ok(());
             }
         };
+        l.prompt_at = None;
         let peer = l.peer_hash;
         match frame {
             Frame::ReconRequest(ranges) => self.on_recon_request(link, &ranges),
@@ -723,10 +733,18 @@ impl<S: CustodyStore> Engine<S> {
                     }
                 }
             }
-            let Some(l) = self.links.get(&link) else {
+            let Some(l) = self.links.get_mut(&link) else {
                 continue;
             };
-            if l.resync && l.idle() && !l.closing && !l.backing_off(self.now) {
+            // A prompt that came due: the peer has said nothing since the contact
+            // began, so start ourselves.
+            let prompt = l.prompt_at.is_some_and(|t| self.now >= t);
+            if prompt {
+                l.prompt_at = None;
+            }
+            let start = (prompt && l.session.is_none())
+                || (l.resync && l.idle() && !l.backing_off(self.now));
+            if start && !l.closing {
                 self.start_session(link)?;
             }
             self.flush_offers(link);
@@ -944,10 +962,12 @@ impl<S: CustodyStore> Engine<S> {
 /// Most queued bundles of a shared-medium link looked at for one not on hold.
 const HOLD_SCAN: usize = 32;
 
-/// How long a bundle one neighbour on a shared medium wants may wait for another
-/// neighbour there that was offered it and has not answered: 16 frame airtimes at the
-/// link's nominal rate, within 2 to 60 s (2 s when the rate is unknown).
-pub(crate) fn medium_hold(caps: &LinkCaps) -> Millis {
+/// How long to wait for a neighbour to speak: 16 frame airtimes at the link's
+/// nominal rate, within 2 to 60 s (2 s when the rate is unknown). A bundle one
+/// neighbour on a shared medium wants waits this long for another neighbour there
+/// that was offered it and has not answered; the side that lets its peer start
+/// reconciling waits this long before it starts itself.
+pub(crate) fn patience(caps: &LinkCaps) -> Millis {
     let frame_ms = match (caps.mtu, caps.bitrate_bps) {
         (Some(mtu), Some(bps)) if bps > 0 => u64::from(mtu) * 8 * 1000 / bps,
         _ => 0,
@@ -958,7 +978,7 @@ pub(crate) fn medium_hold(caps: &LinkCaps) -> Millis {
 impl<S: CustodyStore> Engine<S> {
     /// The next queued bundle of `link` (a link on a shared medium) that is not on
     /// hold. A bundle is on hold while another link of the same medium was offered it
-    /// less than [`medium_hold`] ago and has not answered: when that neighbour wants it
+    /// less than [`patience`] ago and has not answered: when that neighbour wants it
     /// too, both transfers start together and the link layer puts the bundle on air
     /// once for both; radios are half-duplex, so a neighbour whose answer comes while
     /// a long transmission has begun would otherwise wait it out and get its own copy.
@@ -970,7 +990,7 @@ impl<S: CustodyStore> Engine<S> {
         let (pick, until) = {
             let l = self.links.get(&link)?;
             let medium = l.caps.medium?;
-            let hold = medium_hold(&l.caps);
+            let hold = patience(&l.caps);
             let now = self.now;
             let answering: Vec<&Link> = self
                 .links

@@ -65,6 +65,8 @@ pub struct Net {
     pub max_frame: usize,
     /// Frames of stalled nodes, not yet delivered.
     stalled: Vec<(usize, Input)>,
+    /// Link ends whose node has not heard of its peer yet (see [`Net::half_up`]).
+    unheard: std::collections::BTreeSet<LinkId>,
 }
 
 pub fn realm() -> Realm {
@@ -125,6 +127,7 @@ impl Net {
             lose_bundles: false,
             max_frame: 0,
             stalled: Vec::new(),
+            unheard: Default::default(),
         }
     }
 
@@ -247,6 +250,19 @@ impl Net {
         (la, lb)
     }
 
+    /// Brings a link up at `a` only: `b` missed `a`'s hello, as on a radio where two
+    /// hidden neighbours' answers collided. Like the session layer, `b` drops the
+    /// first frame `a` sends it and, having learnt of `a` from it, brings its end up.
+    pub fn half_up(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
+        let (la, lb) = self.connect(a, b);
+        self.queue.retain(|(n, i)| {
+            !(*n == b && matches!(i, Input::ContactUp { link, .. } if *link == lb))
+        });
+        self.unheard.insert(lb);
+        self.pump();
+        (la, lb)
+    }
+
     /// Takes down every link between `a` and `b`.
     pub fn down(&mut self, a: usize, b: usize) {
         let ends: Vec<LinkId> = self
@@ -311,7 +327,19 @@ impl Net {
                     if self.nodes[n].mute {
                         continue;
                     }
-                    if let Some(e) = self.links.get(&link) {
+                    if let Some(e) = self.links.get(&link).copied() {
+                        if self.unheard.remove(&e.peer_link) {
+                            let (peer, caps) = (self.id(n), self.caps);
+                            self.queue.push_back((
+                                e.peer,
+                                Input::ContactUp {
+                                    link: e.peer_link,
+                                    peer,
+                                    caps,
+                                },
+                            ));
+                            continue;
+                        }
                         let frame = (
                             e.peer,
                             Input::Frame {
