@@ -286,6 +286,83 @@ pub struct Bundle {
     id: BundleId,
 }
 
+/// A bundle's layout, checked: what [`Bundle::decode`] finds before it takes the bytes.
+struct Parsed {
+    header: Header,
+    header_end: usize,
+    ct_start: usize,
+    signed_end: usize,
+    envelope: Envelope,
+    id: BundleId,
+}
+
+impl Parsed {
+    fn of(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
+        if bytes.len() > limits.max_bundle_bytes {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: limits.max_bundle_bytes,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let header = Header::decode(&mut r)?;
+        let header_end = r.pos();
+        let ct_len = r.varint("ciphertext length")?;
+        let ct_len = usize::try_from(ct_len).map_err(|_| DecodeError::Truncated("ciphertext"))?;
+        if ct_len < AEAD_TAG_LEN + 1 {
+            return Err(DecodeError::CiphertextTooShort);
+        }
+        let ct_start = r.pos();
+        r.take(ct_len, "ciphertext")?;
+        r.take(SIGNATURE_LEN, "signature")?;
+        let signed_end = r.pos();
+        let env_start = r.pos();
+        let hop_count = r.u8("envelope")?;
+        let age = if header.created.is_none() {
+            Some(r.varint("bundle age")?)
+        } else {
+            None
+        };
+        let env_end = r.pos();
+        let crc = r.u8("envelope checksum")?;
+        if crc8(&bytes[env_start..env_end]) != crc {
+            return Err(DecodeError::EnvelopeChecksum);
+        }
+        if r.remaining() != 0 {
+            return Err(DecodeError::TrailingBytes(r.remaining()));
+        }
+        if hop_count > header.hop_limit {
+            return Err(DecodeError::HopLimitExceeded {
+                count: hop_count,
+                limit: header.hop_limit,
+            });
+        }
+        let envelope = Envelope { hop_count, age };
+        let id = BundleId::of_signed_bytes(&bytes[..signed_end - SIGNATURE_LEN]);
+        Ok(Self {
+            header,
+            header_end,
+            ct_start,
+            signed_end,
+            envelope,
+            id,
+        })
+    }
+
+    /// The bundle, with `signed` (exactly the `signed_end` bytes parsed) as storage.
+    fn into_bundle(self, signed: Vec<u8>) -> Bundle {
+        debug_assert_eq!(signed.len(), self.signed_end);
+        Bundle::from_parts(
+            signed,
+            self.header,
+            self.header_end,
+            self.ct_start,
+            self.envelope,
+            self.id,
+        )
+    }
+}
+
 impl std::fmt::Debug for Bundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Bundle")
@@ -446,55 +523,22 @@ impl Bundle {
     /// Decodes and bounds-checks a bundle. No cryptography is done here: check the
     /// realm tag, then verify (see [`crate::Keyring::accept`]).
     pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Self, DecodeError> {
-        if bytes.len() > limits.max_bundle_bytes {
-            return Err(DecodeError::TooLarge {
-                len: bytes.len(),
-                max: limits.max_bundle_bytes,
-            });
+        let p = Parsed::of(bytes, limits)?;
+        let signed = bytes[..p.signed_end].to_vec();
+        Ok(p.into_bundle(signed))
+    }
+
+    /// [`Bundle::decode`] that keeps `bytes` as the bundle's storage instead of
+    /// copying them (a 100 MiB bundle off a link is not copied again). On error the
+    /// bytes are handed back with it.
+    pub fn decode_vec(mut bytes: Vec<u8>, limits: &Limits) -> Result<Self, (DecodeError, Vec<u8>)> {
+        match Parsed::of(&bytes, limits) {
+            Ok(p) => {
+                bytes.truncate(p.signed_end);
+                Ok(p.into_bundle(bytes))
+            }
+            Err(e) => Err((e, bytes)),
         }
-        let mut r = Reader::new(bytes);
-        let header = Header::decode(&mut r)?;
-        let header_end = r.pos();
-        let ct_len = r.varint("ciphertext length")?;
-        let ct_len = usize::try_from(ct_len).map_err(|_| DecodeError::Truncated("ciphertext"))?;
-        if ct_len < AEAD_TAG_LEN + 1 {
-            return Err(DecodeError::CiphertextTooShort);
-        }
-        let ct_start = r.pos();
-        r.take(ct_len, "ciphertext")?;
-        r.take(SIGNATURE_LEN, "signature")?;
-        let signed_end = r.pos();
-        let env_start = r.pos();
-        let hop_count = r.u8("envelope")?;
-        let age = if header.created.is_none() {
-            Some(r.varint("bundle age")?)
-        } else {
-            None
-        };
-        let env_end = r.pos();
-        let crc = r.u8("envelope checksum")?;
-        if crc8(&bytes[env_start..env_end]) != crc {
-            return Err(DecodeError::EnvelopeChecksum);
-        }
-        if r.remaining() != 0 {
-            return Err(DecodeError::TrailingBytes(r.remaining()));
-        }
-        if hop_count > header.hop_limit {
-            return Err(DecodeError::HopLimitExceeded {
-                count: hop_count,
-                limit: header.hop_limit,
-            });
-        }
-        let envelope = Envelope { hop_count, age };
-        let id = BundleId::of_signed_bytes(&bytes[..signed_end - SIGNATURE_LEN]);
-        Ok(Self::from_parts(
-            bytes[..signed_end].to_vec(),
-            header,
-            header_end,
-            ct_start,
-            envelope,
-            id,
-        ))
     }
 
     /// The full encoding: signed bytes, signature, envelope.
@@ -565,6 +609,13 @@ impl Bundle {
     /// `version || header`: the per-bundle key is derived from these bytes.
     pub fn header_bytes(&self) -> &[u8] {
         &self.bytes[..self.header_end]
+    }
+
+    /// The bundle's storage (`signed || signature`) and where the ciphertext (tag
+    /// included) lies in it: for decrypting in place.
+    pub(crate) fn into_ciphertext_bytes(self) -> (Vec<u8>, std::ops::Range<usize>) {
+        let end = self.bytes.len() - SIGNATURE_LEN;
+        (self.bytes, self.ct_start..end)
     }
 
     /// The ciphertext (tag included).

@@ -378,9 +378,17 @@ proptest! {
         let wire = sealed.encode();
         let decoded = Bundle::decode(&wire, &Limits::default()).unwrap();
         prop_assert_eq!(&decoded, &sealed);
+        let owned = Bundle::decode_vec(wire.clone(), &Limits::default()).unwrap();
+        prop_assert_eq!(&owned, &sealed);
         prop_assert_eq!(decoded.encode(), wire);
         prop_assert!(ferry_core::verify(&decoded).is_ok());
         let opened = b.open(&decoded).unwrap();
+        let head = b.open_head_verified(&decoded).unwrap();
+        prop_assert_eq!(head.kind, opened.kind);
+        prop_assert_eq!(&head.endpoint, &opened.endpoint);
+        prop_assert_eq!(head.payload_len, payload.len());
+        let owned = b.open_verified_owned(decoded.clone()).unwrap();
+        prop_assert_eq!(&owned, &opened);
         prop_assert_eq!(opened.payload, payload);
         prop_assert_eq!(opened.endpoint, endpoint);
     }
@@ -388,7 +396,16 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let b = node(2, vec![realm()]);
-        let _ = Bundle::decode(&bytes, &Limits::default());
+        let by_ref = Bundle::decode(&bytes, &Limits::default());
+        // Owned decoding agrees, and hands the bytes back on error.
+        match (Bundle::decode_vec(bytes.clone(), &Limits::default()), by_ref) {
+            (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+            (Err((e, back)), Err(f)) => {
+                prop_assert_eq!(e, f);
+                prop_assert_eq!(back, bytes.clone());
+            }
+            (x, y) => prop_assert!(false, "owned {:?} by reference {:?}", x.is_ok(), y.is_ok()),
+        }
         let _ = receive(&b, &bytes);
     }
 }
@@ -421,5 +438,55 @@ fn every_single_bit_flip_is_rejected() {
             let r = receive(&b, &w);
             assert!(r.is_err(), "flip of bit {bit} accepted: {p:?}");
         }
+    }
+}
+
+/// A source that signs a ciphertext its destination cannot authenticate (a wrong key,
+/// or bytes altered before signing): the signature holds, the AEAD refuses it, and
+/// the MAC-only check refuses it the same way.
+#[test]
+fn a_signed_but_unauthentic_ciphertext_is_refused_by_both_opens() {
+    use ferry_core::{signature_message, BundleId};
+    let a_id = Identity::from_seed([1; 32]);
+    let a = node(1, vec![realm()]);
+    let b = node(2, vec![realm()]);
+    let mut p = params(&b);
+    p.recipient = Recipient::Node {
+        id: b.node_id(),
+        endpoint: Some("mail".into()),
+    };
+    let sealed = a.seal(&p, &[0x5a; 300], &mut OsRng).unwrap();
+    let head = b.open_head_verified(&sealed).unwrap();
+    assert_eq!(head.endpoint.as_deref(), Some("mail"));
+    assert_eq!(head.payload_len, 300);
+    let wire = sealed.encode();
+    // The envelope of a bundle with a creation time: hop count, checksum.
+    assert!(p.created.is_some());
+    let env = 2;
+    let sig_at = wire.len() - env - 64;
+    // The first ciphertext byte (inside the prefix), one in the middle, the tag's last.
+    for at in [sealed.header_bytes().len() + 2, sig_at - 150, sig_at - 1] {
+        let mut w = wire.clone();
+        w[at] ^= 0x40;
+        let id = BundleId::of_signed_bytes(&w[..sig_at]);
+        w[sig_at..sig_at + 64].copy_from_slice(&a_id.sign(&signature_message(&id)));
+        let forged = b
+            .accept(&w, Some(NOW))
+            .expect("the signature is the source's");
+        assert!(
+            matches!(b.open_verified(&forged), Err(OpenError::Decrypt)),
+            "byte {at}"
+        );
+        assert!(
+            matches!(
+                b.open_verified_owned(forged.clone()),
+                Err(OpenError::Decrypt)
+            ),
+            "byte {at}"
+        );
+        assert!(
+            matches!(b.open_head_verified(&forged), Err(OpenError::Decrypt)),
+            "byte {at}"
+        );
     }
 }

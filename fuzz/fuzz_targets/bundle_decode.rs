@@ -1,6 +1,7 @@
 //! `Bundle::decode` with default limits on arbitrary bytes. Whatever decodes must be
 //! canonical (`encode` gives the input back, `decode(encode(b)) == b`), and every
-//! accessor and envelope update must work on it.
+//! accessor and envelope update must work on it. `Bundle::decode_vec` (owned bytes)
+//! must agree with it, and hand the bytes back when it refuses them.
 #![no_main]
 
 use ferry_core::{Bundle, DtnTime, Limits};
@@ -8,7 +9,13 @@ use ferry_fuzz::assert_canonical;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(b) = Bundle::decode(data, &Limits::default()) else {
+    let by_ref = Bundle::decode(data, &Limits::default());
+    match (Bundle::decode_vec(data.to_vec(), &Limits::default()), &by_ref) {
+        (Ok(x), Ok(y)) => assert!(x == *y),
+        (Err((e, back)), Err(f)) => assert!(e == *f && back == data),
+        _ => panic!("decode and decode_vec disagree"),
+    }
+    let Ok(b) = by_ref else {
         return;
     };
     assert_canonical(data, &b);

@@ -281,10 +281,13 @@ fn open_stored(shared: &Shared, id: &BundleId) -> Result<Option<Vec<u8>>, String
     let Some(rec) = shared.store.get(id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    let bundle = Bundle::decode(&rec.bytes, shared.keyring.limits()).map_err(|e| e.to_string())?;
+    // Decoded and decrypted in the record's own buffer: a 100 MiB payload is not
+    // copied twice more.
+    let bundle =
+        Bundle::decode_vec(rec.bytes, shared.keyring.limits()).map_err(|(e, _)| e.to_string())?;
     shared
         .keyring
-        .open_verified(&bundle)
+        .open_verified_owned(bundle)
         .map(|o| Some(o.payload))
         .map_err(|e| e.to_string())
 }

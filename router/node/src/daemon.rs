@@ -775,16 +775,24 @@ pub fn accept_batch<T>(
     let decoded: Vec<(T, Result<Bundle, Refusal>)> = batch
         .into_iter()
         .map(|(tag, bytes)| {
-            let r = Bundle::decode(&bytes, keyring.limits())
-                .map_err(OpenError::from)
-                .and_then(|b| {
-                    keyring.check_realm(&b)?;
-                    if b.is_expired(now) {
-                        return Err(OpenError::Expired);
+            // The bytes become the bundle's own (no copy of a large bundle).
+            let r = match Bundle::decode_vec(bytes, keyring.limits()) {
+                Ok(b) => {
+                    let checked = keyring.check_realm(&b).and_then(|()| {
+                        if b.is_expired(now) {
+                            Err(OpenError::Expired)
+                        } else {
+                            Ok(())
+                        }
+                    });
+                    match checked {
+                        Ok(()) => Ok(b),
+                        Err(e) => Err((e, b.encode())),
                     }
-                    Ok(b)
-                });
-            (tag, r.map_err(|e| (e, bytes)))
+                }
+                Err((e, bytes)) => Err((OpenError::from(e), bytes)),
+            };
+            (tag, r)
         })
         .collect();
     let ok: Vec<&Bundle> = decoded

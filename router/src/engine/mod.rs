@@ -355,8 +355,9 @@ pub struct EngineConfig {
     pub carrier_commit_delay: Millis,
     /// Whether [`Output::Deliver`] carries the payload (default `true`). A driver
     /// that reads delivered payloads back from the store (the daemon does, when an
-    /// app asks) sets it to `false`: the payload is still decrypted and
-    /// authenticated, then dropped instead of copied into the output.
+    /// app asks) sets it to `false`: the payload is then authenticated and only
+    /// its kind and endpoint decrypted ([`ferry_core::Keyring::open_head_verified`]),
+    /// so a large payload is neither decrypted nor held in memory here.
     pub deliver_payload: bool,
     /// Whether the routing policy's state (PRoPHET's table) is kept in the store
     /// across restarts (default `true`): saved with the next commit after each
