@@ -383,7 +383,8 @@ impl Frame {
     /// frame built by hand can exceed [`MAX_FRAME_BYTES`] and would then be refused
     /// by [`Frame::decode`].
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FRAME_VERSION];
+        let mut out = Vec::with_capacity(self.encoded_len_bound());
+        out.push(FRAME_VERSION);
         match self {
             Frame::ReconRequest(ranges) => {
                 out.push(T_RECON_REQUEST);
@@ -430,6 +431,34 @@ impl Frame {
             }
         }
         out
+    }
+
+    /// An upper bound of [`Frame::encode`]'s length (varints counted at their
+    /// longest), so that encoding allocates once.
+    fn encoded_len_bound(&self) -> usize {
+        const V: usize = 10;
+        let keys = |n: usize| V + n * KEY_LEN;
+        2 + match self {
+            Frame::ReconRequest(ranges) | Frame::ReconReply(ranges) => {
+                V + ranges
+                    .iter()
+                    .map(|r| {
+                        1 + KEY_LEN
+                            + 1
+                            + match &r.mode {
+                                Mode::Skip => 0,
+                                Mode::Fingerprint(_) => FINGERPRINT_LEN,
+                                Mode::IdList(k) => keys(k.len()),
+                            }
+                    })
+                    .sum::<usize>()
+            }
+            Frame::Missing(k) | Frame::Ack(k) => keys(k.len()),
+            Frame::Want { keys: k, .. } => V + keys(k.len()),
+            Frame::Refuse { keys: k, .. } => 1 + keys(k.len()),
+            Frame::Offer { items, .. } => 2 * V + items.len() * (32 + V),
+            Frame::Predictability(entries) => V + entries.len() * 10,
+        }
     }
 
     /// Decodes and validates a frame from a peer.
@@ -705,6 +734,7 @@ mod tests {
         fn round_trip(f in arb_frame()) {
             let b = f.encode();
             prop_assert_eq!(Frame::decode(&b).unwrap(), f.clone());
+            prop_assert!(b.len() <= f.encoded_len_bound());
             if let Frame::ReconRequest(r) | Frame::ReconReply(r) = &f {
                 let len: usize = r.iter().map(range_len).sum::<usize>()
                     + 2 + varint_len(r.len() as u64);
