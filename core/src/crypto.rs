@@ -284,16 +284,6 @@ fn parse_prefix(pt: &[u8]) -> Result<(PayloadKind, Option<String>, usize), OpenE
     Ok((kind, endpoint, r.pos()))
 }
 
-fn decode_plaintext(mut pt: Vec<u8>) -> Result<Opened, OpenError> {
-    let (kind, endpoint, start) = parse_prefix(&pt)?;
-    pt.drain(..start);
-    Ok(Opened {
-        kind,
-        endpoint,
-        payload: pt,
-    })
-}
-
 impl Keyring {
     /// A keyring with the default pair-cache size and decoding limits.
     pub fn new(identity: Identity, realms: Vec<Realm>) -> Self {
@@ -555,19 +545,16 @@ impl Keyring {
     /// Decrypts a bundle addressed to this node. Checks the realm and the signature
     /// first; call it on bundles from [`Keyring::accept`] or straight after decoding.
     pub fn open(&self, bundle: &Bundle) -> Result<Opened, OpenError> {
-        let realm = self
-            .realm_of(bundle.header().realm_tag)
-            .ok_or(OpenError::ForeignRealm)?;
+        self.check_realm(bundle)?;
         self.verify(bundle)?;
-        self.decrypt(bundle, realm)
+        self.open_verified(bundle)
     }
 
     /// Decrypts a bundle whose signature has already been verified.
     pub fn open_verified(&self, bundle: &Bundle) -> Result<Opened, OpenError> {
-        let realm = self
-            .realm_of(bundle.header().realm_tag)
-            .ok_or(OpenError::ForeignRealm)?;
-        self.decrypt(bundle, realm)
+        // One copy of the bundle, decrypted in place: as much copying as
+        // decrypting its ciphertext into a new buffer.
+        self.open_verified_owned(bundle.clone())
     }
 
     /// The bundle's AEAD key, as its destination derives it.
@@ -591,23 +578,6 @@ impl Keyring {
             }
             (Destination::Group, _) => derive_bundle_key(realm.group_key(), b"ferry v1 group", hb),
         })
-    }
-
-    fn decrypt(&self, bundle: &Bundle, realm: &Realm) -> Result<Opened, OpenError> {
-        let key = self.bundle_key(bundle, realm)?;
-        let ct = bundle.ciphertext();
-        let (body, tag) = ct.split_at(ct.len() - AEAD_TAG_LEN);
-        let mut pt = body.to_vec();
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
-        cipher
-            .decrypt_in_place_detached(
-                Nonce::from_slice(&[0u8; 12]),
-                &[],
-                &mut pt,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| OpenError::Decrypt)?;
-        decode_plaintext(pt)
     }
 
     /// [`Keyring::open_verified`] that decrypts the payload in the bundle's own bytes
