@@ -490,3 +490,26 @@ fn a_signed_but_unauthentic_ciphertext_is_refused_by_both_opens() {
         );
     }
 }
+
+/// The head-only open reads the longest endpoint there is (64 bytes, the most its
+/// prefix bound allows) whatever the payload's length, even none.
+#[test]
+fn the_head_open_reads_the_longest_endpoint() {
+    let a = node(1, vec![realm()]);
+    let b = node(2, vec![realm()]);
+    let ep = "e".repeat(64);
+    let mut p = params(&b);
+    p.recipient = Recipient::Node {
+        id: b.node_id(),
+        endpoint: Some(ep.clone()),
+    };
+    for payload in [&[][..], &[9u8][..], &[7u8; 100][..]] {
+        let sealed = a.seal(&p, payload, &mut OsRng).unwrap();
+        let head = b.open_head_verified(&sealed).unwrap();
+        assert_eq!(head.endpoint.as_deref(), Some(ep.as_str()));
+        assert_eq!(head.payload_len, payload.len());
+        let opened = b.open_verified(&sealed).unwrap();
+        assert_eq!(opened.payload, payload);
+        assert_eq!(opened.endpoint, head.endpoint);
+    }
+}

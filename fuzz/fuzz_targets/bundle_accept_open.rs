@@ -3,7 +3,8 @@
 //!
 //! Every input runs the raw path: `accept(bytes, NOW)`, `open`, and `open_verified` on
 //! whatever decodes (signature not checked, so mutated headers and ciphertexts reach
-//! the decryption). Mutations cannot forge a signature or an AEAD tag, so inputs whose
+//! the decryption). Wherever a bundle is opened, `open_head_verified` (MAC and prefix
+//! only) and `open_verified_owned` must agree with `open_verified`. Mutations cannot forge a signature or an AEAD tag, so inputs whose
 //! first byte is not the bundle version also drive two structured paths:
 //!
 //! - even first byte: seal with fuzzer-chosen parameters and payload, then accept and
@@ -39,6 +40,22 @@ fn keys() -> &'static Keys {
     })
 }
 
+/// The head-only and in-place opens agree with `open_verified`: same kind, endpoint
+/// and payload length, or the same error.
+fn opens_agree(k: &Keys, b: &Bundle) {
+    let full = k.receiver.open_verified(b);
+    assert_eq!(full, k.receiver.open_verified_owned(b.clone()));
+    match (k.receiver.open_head_verified(b), &full) {
+        (Ok(h), Ok(o)) => {
+            assert_eq!(h.kind, o.kind);
+            assert_eq!(h.endpoint, o.endpoint);
+            assert_eq!(h.payload_len, o.payload.len());
+        }
+        (Err(e), Err(f)) => assert_eq!(&e, f),
+        (h, o) => panic!("open_head_verified {h:?} against open_verified {o:?}"),
+    }
+}
+
 fn raw(k: &Keys, data: &[u8]) {
     let accepted = k.receiver.accept(data, Some(NOW));
     if let Ok(b) = &accepted {
@@ -55,6 +72,7 @@ fn raw(k: &Keys, data: &[u8]) {
     }
     // Without the signature check, tampered bundles reach the decryption.
     if let Ok(b) = Bundle::decode(data, k.receiver.limits()) {
+        opens_agree(k, &b);
         let verified = k.receiver.open_verified(&b);
         if accepted.is_ok() {
             assert_eq!(verified, k.receiver.open(&b));
@@ -152,6 +170,7 @@ fn seal_round_trip(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
     let got = accepted.expect("a fresh bundle from the realm is accepted");
     assert!(got == b);
     let opened = k.receiver.open(&got);
+    opens_agree(k, &got);
     if to % 3 == 2 {
         assert_eq!(opened, Err(OpenError::NotForUs));
         return Ok(());
@@ -207,6 +226,7 @@ fn arbitrary_plaintext(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
     let b = accepted.expect("hand-built group bundle is accepted");
     assert_canonical(&wire, &b);
     let opened = k.receiver.open(&b);
+    opens_agree(k, &b);
     match reference_plaintext(plaintext) {
         Some(want) => assert_eq!(opened, Ok(want)),
         None => assert_eq!(opened, Err(OpenError::BadPlaintext)),

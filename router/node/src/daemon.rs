@@ -787,6 +787,8 @@ pub fn accept_batch<T>(
                     });
                     match checked {
                         Ok(()) => Ok(b),
+                        // The refusal carries the bytes: decoding accepts only
+                        // canonical encodings, so this gives back what arrived.
                         Err(e) => Err((e, b.encode())),
                     }
                 }

@@ -298,23 +298,26 @@ impl<S: CustodyStore> Engine<S> {
                 Origin::Local => !group,
                 Origin::Peer { .. } => true,
             };
-        deliver.then(|| {
-            if self.config.deliver_payload {
-                return self.keyring.open_verified(b);
-            }
-            // The driver reads the payload back from the store when the app asks:
-            // authenticate it and learn its kind and endpoint without decrypting
-            // it (for a 100 MiB payload: one MAC pass, no 100 MiB copy). Receipts
-            // are applied here, so they are opened whole.
-            let head = self.keyring.open_head_verified(b)?;
-            if head.kind == PayloadKind::Receipt {
-                return self.keyring.open_verified(b);
-            }
-            Ok(Opened {
-                kind: head.kind,
-                endpoint: head.endpoint,
-                payload: Vec::new(),
-            })
+        deliver.then(|| self.open_here(b))
+    }
+
+    /// Opens a verified bundle addressed here, for [`Engine::deliver_opened`]. When
+    /// the driver reads payloads back from the store itself (`deliver_payload`
+    /// off), only authenticates it and learns its kind and endpoint, without
+    /// decrypting it (for a 100 MiB payload: one MAC pass, no 100 MiB copy).
+    /// Receipts are applied here, so they are opened whole.
+    fn open_here(&self, b: &Bundle) -> Result<Opened, OpenError> {
+        if self.config.deliver_payload {
+            return self.keyring.open_verified(b);
+        }
+        let head = self.keyring.open_head_verified(b)?;
+        if head.kind == PayloadKind::Receipt {
+            return self.keyring.open_verified(b);
+        }
+        Ok(Opened {
+            kind: head.kind,
+            endpoint: head.endpoint,
+            payload: Vec::new(),
         })
     }
 
@@ -864,13 +867,13 @@ impl<S: CustodyStore> Engine<S> {
                 continue;
             }
             let bundle = match self.record(&info.id) {
-                Ok(Some(rec)) => Bundle::decode(&rec.bytes, self.keyring.limits()).ok(),
+                Ok(Some(rec)) => Bundle::decode_vec(rec.bytes, self.keyring.limits()).ok(),
                 Ok(None) | Err(StoreError::Quarantined { .. }) => None,
                 Err(e) => return Err(e.into()),
             };
             match bundle {
                 Some(b) => {
-                    let opened = self.keyring.open_verified(&b);
+                    let opened = self.open_here(&b);
                     self.deliver_opened(&b, opened)?;
                 }
                 None => {

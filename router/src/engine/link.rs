@@ -77,6 +77,9 @@ pub(crate) struct Session {
     pub pending: Option<Vec<Range>>,
     /// When the last request was sent.
     pub sent_at: Millis,
+    /// Started by the waiting side's prompt (see [`Link::prompt_at`]) and not
+    /// answered yet: dropped if the peer starts its own session meanwhile.
+    pub prompted: bool,
 }
 
 /// One link (one contact with one peer).

@@ -104,7 +104,11 @@
 //! 1. `ContactUp` on both sides. Under PRoPHET each side sends `Predictability`
 //!    (its delivery predictabilities, after its encounter update).
 //! 2. The node with the smaller node id starts a reconciliation session
-//!    (`ReconRequest`/`ReconReply` rounds, see [`recon`]). Whichever side receives
+//!    (`ReconRequest`/`ReconReply` rounds, see [`recon`]). On a broadcast link the
+//!    other node may be the only one that knows of the contact (the first node
+//!    missed its hello answer): when nothing has come from its peer within
+//!    16 frame airtimes (2 to 60 s), it starts a session itself, and drops that
+//!    session, unanswered, should the peer's own request arrive. Whichever side receives
 //!    the peer's full id list for a range settles it: it queues the bundles only it
 //!    holds there for offering, and sends the keys only the peer holds as `Missing`
 //!    (so the peer offers those).

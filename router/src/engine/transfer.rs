@@ -146,7 +146,7 @@ impl<S: CustodyStore> Engine<S> {
             }
         }
         if initiator {
-            self.start_session(link)?;
+            self.start_session(link, false)?;
         }
         Ok(())
     }
@@ -214,7 +214,7 @@ impl<S: CustodyStore> Engine<S> {
         );
     }
 
-    fn start_session(&mut self, link: LinkId) -> Result<(), EngineError> {
+    fn start_session(&mut self, link: LinkId, prompted: bool) -> Result<(), EngineError> {
         let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
@@ -222,6 +222,7 @@ impl<S: CustodyStore> Engine<S> {
         l.session = Some(Session {
             pending: None,
             sent_at: self.now,
+            prompted,
         });
         await_answer(
             &mut self.answer_due,
@@ -281,9 +282,16 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     fn on_recon_request(&mut self, link: LinkId, ranges: &[Range]) -> Result<(), EngineError> {
-        let Some((params, budget)) = self.links.get(&link).map(|l| (l.recon, l.budget)) else {
+        let Some(l) = self.links.get_mut(&link) else {
             return Ok(());
         };
+        if l.session.as_ref().is_some_and(|s| s.prompted) {
+            // The peer has begun the reconciliation it was to begin: ours, which
+            // it has not answered (it may never have heard it), would only repeat
+            // it. A late reply to it is ignored.
+            l.session = None;
+        }
+        let (params, budget) = (l.recon, l.budget);
         let out = recon::process(
             &StoreIds(&*self.store, &self.writes),
             Role::Responder,
@@ -346,6 +354,7 @@ impl<S: CustodyStore> Engine<S> {
             Some(next) => {
                 let now = self.now;
                 if let Some(s) = l.session.as_mut() {
+                    s.prompted = false;
                     if l.have_scans.len() <= MAX_HAVE_SCANS {
                         s.sent_at = now;
                         await_answer(&mut self.answer_due, now, l, self.config.answer_timeout);
@@ -742,10 +751,10 @@ impl<S: CustodyStore> Engine<S> {
             if prompt {
                 l.prompt_at = None;
             }
-            let start = (prompt && l.session.is_none())
-                || (l.resync && l.idle() && !l.backing_off(self.now));
+            let prompted = prompt && l.session.is_none();
+            let start = prompted || (l.resync && l.idle() && !l.backing_off(self.now));
             if start && !l.closing {
-                self.start_session(link)?;
+                self.start_session(link, prompted)?;
             }
             self.flush_offers(link);
         }

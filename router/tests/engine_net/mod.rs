@@ -252,7 +252,8 @@ impl Net {
 
     /// Brings a link up at `a` only: `b` missed `a`'s hello, as on a radio where two
     /// hidden neighbours' answers collided. Like the session layer, `b` drops the
-    /// first frame `a` sends it and, having learnt of `a` from it, brings its end up.
+    /// first frame `a` sends it and, having learnt of `a` from it, brings its end up
+    /// (the session layer would also resend that frame; here it stays lost).
     pub fn half_up(&mut self, a: usize, b: usize) -> (LinkId, LinkId) {
         let (la, lb) = self.connect(a, b);
         self.queue.retain(|(n, i)| {
