@@ -155,23 +155,26 @@ fn a_neighbour_that_stopped_answering_holds_up_one_bundle_not_every_bundle() {
     assert_eq!(net.crossings(0, 1, &second), 0);
 }
 
-/// The node with the lower id starts reconciling. On a radio it can miss the
-/// answer to its hello (two hidden neighbours answering at once collide): it then
-/// has no link to the other node, which has one to it and waits for it to start.
-fn lower_and_higher(net: &Net) -> (usize, usize) {
-    if net.id(0) < net.id(1) {
+// The node with the lower id starts reconciling. On a radio it can miss the answer
+// to its hello (two hidden neighbours answering at once collide): it then has no
+// link to the other node, which has one to it and waits for it to start.
+
+/// Two nodes on small links, the lower id first, and a bundle from it to the other.
+fn lower_to_higher(payload: &[u8]) -> (Net, usize, usize, BundleId) {
+    let mut net = Net::new(2, PolicyConfig::Epidemic);
+    net.caps = small_caps();
+    let (lo, hi) = if net.id(0) < net.id(1) {
         (0, 1)
     } else {
         (1, 0)
-    }
+    };
+    let id = net.send(lo, hi, payload);
+    (net, lo, hi, id)
 }
 
 #[test]
 fn the_side_that_waits_speaks_first_when_its_peer_stays_silent() {
-    let mut net = Net::new(2, PolicyConfig::Epidemic);
-    net.caps = small_caps();
-    let (lo, hi) = lower_and_higher(&net);
-    let id = net.send(lo, hi, b"for the node it has not heard");
+    let (mut net, lo, hi, id) = lower_to_higher(b"for the node it has not heard");
     net.half_up(hi, lo);
     // 16 frame airtimes at 1,757 bit/s: about 17.6 s of patience first.
     net.run_for(15_000);
@@ -189,10 +192,7 @@ fn the_side_that_waits_speaks_first_when_its_peer_stays_silent() {
 
 #[test]
 fn the_side_that_waits_starts_nothing_when_its_peer_speaks() {
-    let mut net = Net::new(2, PolicyConfig::Epidemic);
-    net.caps = small_caps();
-    let (lo, hi) = lower_and_higher(&net);
-    let id = net.send(lo, hi, b"for a node that heard it");
+    let (mut net, lo, hi, id) = lower_to_higher(b"for a node that heard it");
     net.up(lo, hi);
     net.run_for(120_000);
     assert_eq!(net.delivered_count(hi, &id), 1);
