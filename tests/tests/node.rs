@@ -359,3 +359,82 @@ fn lan_discovery_links_nodes_of_the_realm_only() {
     db.stop();
     da.stop();
 }
+
+/// POSTs `payload` to a node's `/v1/bundles` with chunked transfer encoding, in
+/// chunks of the given sizes (cycled); returns the raw HTTP answer.
+fn post_chunked(api: u16, query: &str, payload: &[u8], sizes: &[usize]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST /v1/bundles?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = head.into_bytes();
+    let (mut at, mut i) = (0, 0);
+    while at < payload.len() {
+        let n = sizes[i % sizes.len()].min(payload.len() - at);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&payload[at..at + n]);
+        out.extend_from_slice(b"\r\n");
+        (at, i) = (at + n, i + 1);
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    // A node that refuses the body may answer and close before reading all of it.
+    let _ = s.write_all(&out);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The API takes an upload however it is chunked and delivers it byte for byte; an
+/// upload over the store's bundle limit is refused with 413, and the node keeps
+/// working.
+#[test]
+fn the_api_takes_any_chunking_and_refuses_bodies_over_the_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = linked_pair(dir.path(), "epidemic");
+    let text = std::fs::read_to_string(a.config_path()).expect("config");
+    assert!(text.contains("\nmax_bundle_bytes = "), "{text}");
+    let text: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("max_bundle_bytes = ") {
+                "max_bundle_bytes = 1000000".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(a.config_path(), text.join("\n") + "\n").expect("write config");
+    let da = a.start();
+    let db = b.start();
+    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+    let query = format!("to={}&lifetime=1h", b.node.id);
+
+    let data = payload(600_000, 7);
+    let answer = post_chunked(a.api, &query, &data, &[1, 7, 70_000, 3, 65_536, 200_000]);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}\n{}",
+        da.log_text()
+    );
+    let got = b.recv(20, &dir.path().join("b-in"));
+    assert_eq!(got.len(), 1, "{}", db.log_text());
+    assert!(got[0].1 == data, "payload differs");
+    assert!(answer.contains(&got[0].0), "{answer}");
+
+    let answer = post_chunked(a.api, &query, &payload(1_200_000, 8), &[100_000]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("length limit exceeded"), "{answer}");
+    // Still up, and nothing of the refused upload went anywhere.
+    let small = payload(1_000, 9);
+    let id = a.send(&b.node.id, &["--lifetime", "1h"], &small);
+    let got = b.recv(20, &dir.path().join("b-in2"));
+    assert_eq!(got.len(), 1, "{}", db.log_text());
+    assert_eq!(got[0].0, id);
+    assert!(got[0].1 == small, "payload differs");
+    da.stop();
+    db.stop();
+}
