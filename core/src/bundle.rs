@@ -375,6 +375,12 @@ impl std::fmt::Debug for Bundle {
 }
 
 impl Header {
+    /// When the bundle expires, in DTN seconds (`None` without a creation time: its
+    /// age decides).
+    pub fn expires_at(&self) -> Option<u64> {
+        self.created.map(|c| c.plus(u64::from(self.lifetime)))
+    }
+
     fn flags(&self) -> u8 {
         let dest = match self.destination {
             Destination::Node(_) => 0u8,
@@ -632,9 +638,15 @@ impl Bundle {
 
     /// The DTN time at which the bundle expires, if it has a creation time.
     pub fn expires_at(&self) -> Option<u64> {
-        self.header
-            .created
-            .map(|c| c.plus(u64::from(self.header.lifetime)))
+        self.header.expires_at()
+    }
+
+    /// The full encoding (as [`Bundle::encode`]) in the bundle's own buffer: the
+    /// envelope is appended to it, nothing is copied.
+    pub fn into_encoded(mut self) -> Vec<u8> {
+        let envelope = self.envelope;
+        envelope.encode_into(&mut self.bytes);
+        self.bytes
     }
 
     /// Whether the bundle has expired at `now` (`None`: this node's clock is unset).

@@ -380,6 +380,8 @@ proptest! {
         prop_assert_eq!(&decoded, &sealed);
         let owned = Bundle::decode_vec(wire.clone(), &Limits::default()).unwrap();
         prop_assert_eq!(&owned, &sealed);
+        prop_assert_eq!(&owned.clone().into_encoded(), &wire);
+        prop_assert_eq!(&sealed.clone().into_encoded(), &wire);
         prop_assert_eq!(decoded.encode(), wire);
         prop_assert!(ferry_core::verify(&decoded).is_ok());
         let opened = b.open(&decoded).unwrap();

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use ferry_cl_api::LinkId;
 use ferry_core::rand_core::{CryptoRng, RngCore};
 use ferry_core::{
-    Bundle, BundleId, Destination, OpenError, Opened, PayloadKind, Priority, Recipient, SealParams,
+    Bundle, BundleId, Destination, Envelope, Header, OpenError, Opened, PayloadKind, Priority,
+    Recipient, SealParams,
 };
 use ferry_storage::{
     BundleMeta, CustodyState, CustodyStore, DestinationCursor, InsertOutcome, NewRecord,
@@ -37,6 +38,43 @@ pub(crate) struct Pending {
     /// Monotonic arrival time (the start of the time held here).
     pub received: Millis,
     /// For a receipt this node created: the ids it lists.
+    pub receipt_ids: Vec<BundleId>,
+}
+
+/// What the engine keeps of a bundle once its bytes have gone into the commit's
+/// records (so that a large bundle is not copied for the store).
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub id: BundleId,
+    pub header: Header,
+    pub envelope: Envelope,
+}
+
+impl Head {
+    pub(crate) fn of(b: &Bundle) -> Self {
+        Self {
+            id: b.id(),
+            header: b.header().clone(),
+            envelope: *b.envelope(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> BundleId {
+        self.id
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// A [`Pending`] bundle in a commit: its bytes are in the records.
+#[derive(Debug)]
+pub(crate) struct Committing {
+    pub head: Head,
+    pub origin: Origin,
+    pub acks: Vec<LinkId>,
+    pub received: Millis,
     pub receipt_ids: Vec<BundleId>,
 }
 
@@ -321,7 +359,13 @@ impl<S: CustodyStore> Engine<S> {
         })
     }
 
-    fn record_for(&self, p: &Pending, opened: Option<&Result<Opened, OpenError>>) -> NewRecord {
+    /// The record to store for `p`, which takes the bundle's bytes, and what the
+    /// engine keeps of it meanwhile.
+    fn record_for(
+        &self,
+        p: Pending,
+        opened: Option<&Result<Opened, OpenError>>,
+    ) -> (Committing, NewRecord) {
         let b = &p.bundle;
         let h = b.header();
         let env = b.envelope();
@@ -341,27 +385,37 @@ impl<S: CustodyStore> Engine<S> {
         } else {
             p.copies
         };
-        NewRecord {
-            id: b.id(),
-            bytes: b.encode(),
-            meta: BundleMeta {
-                priority: h.priority,
-                destination: h.destination,
-                source: h.source.hash(),
-                expires_at,
-                received_at: self.wall_secs().unwrap_or(0),
-                routing: RoutingMeta {
-                    holders,
-                    copies_left,
-                    // A payload for a local app is stored already delivered, in the
-                    // same commit: after a crash it is delivered again.
-                    custody: match opened {
-                        Some(Ok(o)) if o.kind != PayloadKind::Receipt => CustodyState::Delivered,
-                        _ => CustodyState::Held,
-                    },
+        let meta = BundleMeta {
+            priority: h.priority,
+            destination: h.destination,
+            source: h.source.hash(),
+            expires_at,
+            received_at: self.wall_secs().unwrap_or(0),
+            routing: RoutingMeta {
+                holders,
+                copies_left,
+                // A payload for a local app is stored already delivered, in the
+                // same commit: after a crash it is delivered again.
+                custody: match opened {
+                    Some(Ok(o)) if o.kind != PayloadKind::Receipt => CustodyState::Delivered,
+                    _ => CustodyState::Held,
                 },
             },
-        }
+        };
+        let head = Head::of(b);
+        let record = NewRecord {
+            id: head.id,
+            bytes: p.bundle.into_encoded(),
+            meta,
+        };
+        let c = Committing {
+            head,
+            origin: p.origin,
+            acks: p.acks,
+            received: p.received,
+            receipt_ids: p.receipt_ids,
+        };
+        (c, record)
     }
 
     /// Commits the buffer and the queued writes in one transaction (one
@@ -381,12 +435,13 @@ impl<S: CustodyStore> Engine<S> {
             batch.iter().map(|p| self.open_for_delivery(p)).collect();
         let mut ops = self.writes.take();
         let n = ops.len();
-        ops.extend(
-            batch
-                .iter()
-                .zip(&opened)
-                .map(|(p, o)| WriteOp::Insert(self.record_for(p, o.as_ref()))),
-        );
+        let mut batch_c = Vec::with_capacity(batch.len());
+        for (p, o) in batch.into_iter().zip(&opened) {
+            let (c, r) = self.record_for(p, o.as_ref());
+            batch_c.push(c);
+            ops.push(WriteOp::Insert(r));
+        }
+        let batch = batch_c;
         self.stats.commits += 1;
         let mut acks: BTreeMap<LinkId, Vec<Key>> = BTreeMap::new();
         // The first error is returned once everything committed is acknowledged.
@@ -473,8 +528,8 @@ impl<S: CustodyStore> Engine<S> {
         }
     }
 
-    fn refuse(&mut self, p: Pending, reason: RefuseReason) {
-        let id = p.bundle.id();
+    fn refuse(&mut self, p: Committing, reason: RefuseReason) {
+        let id = p.head.id;
         if let Origin::Peer { link, .. } = p.origin {
             if self.is_carrier(&link) {
                 self.refuse_peer(link, id, reason);
@@ -494,12 +549,12 @@ impl<S: CustodyStore> Engine<S> {
 
     fn committed(
         &mut self,
-        p: Pending,
+        p: Committing,
         outcome: InsertOutcome,
         opened: Option<Result<Opened, OpenError>>,
         acks: &mut BTreeMap<LinkId, Vec<Key>>,
     ) -> Result<(), EngineError> {
-        let id = p.bundle.id();
+        let id = p.head.id;
         for link in &p.acks {
             if self.links.get(link).is_some_and(|l| !l.closing) {
                 acks.entry(*link).or_default().push(key_of(&id));
@@ -516,9 +571,8 @@ impl<S: CustodyStore> Engine<S> {
         }
         match outcome {
             InsertOutcome::Inserted => {
-                let env = p.bundle.envelope();
-                if let (Some(age), None) = (env.age, self.wall) {
-                    let left = u64::from(p.bundle.header().lifetime).saturating_sub(age);
+                if let (Some(age), None) = (p.head.envelope.age, self.wall) {
+                    let left = u64::from(p.head.header.lifetime).saturating_sub(age);
                     self.aging
                         .insert(id, p.received, p.received + Millis::from_secs(left));
                 }
@@ -550,17 +604,17 @@ impl<S: CustodyStore> Engine<S> {
     /// Delivers what is for us and offers what may go on to the links up now.
     fn after_store(
         &mut self,
-        p: &Pending,
+        p: &Committing,
         opened: Option<Result<Opened, OpenError>>,
     ) -> Result<(), EngineError> {
-        let b = &p.bundle;
-        let id = b.id();
+        let b = &p.head;
+        let id = b.id;
         if let Some(opened) = opened {
             if !self.deliver_opened(b, opened)? {
                 return Ok(());
             }
         }
-        let forwardable = match b.header().destination {
+        let forwardable = match b.header.destination {
             Destination::Group => true,
             Destination::Node(h) => h != self.own_hash,
         };
@@ -589,7 +643,7 @@ impl<S: CustodyStore> Engine<S> {
     /// `false` if it could not be opened (it is then removed).
     fn deliver_opened(
         &mut self,
-        b: &Bundle,
+        b: &Head,
         opened: Result<Opened, OpenError>,
     ) -> Result<bool, EngineError> {
         let id = b.id();
@@ -629,13 +683,14 @@ impl<S: CustodyStore> Engine<S> {
 
     /// A receipt: remove the listed bundles whose destination signed it, remember
     /// the others as seen, tell the source's app.
-    fn apply_receipt(&mut self, receipt: &Bundle, payload: &[u8]) -> Result<(), EngineError> {
+    fn apply_receipt(&mut self, receipt: &Head, payload: &[u8]) -> Result<(), EngineError> {
         let Ok(ids) = decode_receipt(payload) else {
             self.stats.receipt_mismatches += 1;
             return Ok(());
         };
         let signer = Destination::Node(receipt.header().source.hash());
         let seen_until = receipt
+            .header()
             .expires_at()
             .or_else(|| {
                 self.wall_secs()
@@ -874,7 +929,7 @@ impl<S: CustodyStore> Engine<S> {
             match bundle {
                 Some(b) => {
                     let opened = self.open_here(&b);
-                    self.deliver_opened(&b, opened)?;
+                    self.deliver_opened(&Head::of(&b), opened)?;
                 }
                 None => {
                     if self.queue_remove(&info.id)? {
