@@ -411,6 +411,30 @@ pub fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> 
     }
 }
 
+/// Sets `key = value` in a TOML config file by replacing the line that starts with
+/// `key = ` (panics if there is none); returns the text as it was before.
+pub fn set_config_line(path: &Path, key: &str, value: &str) -> String {
+    let text = std::fs::read_to_string(path).expect("read config");
+    let prefix = format!("{key} = ");
+    assert!(
+        text.lines().any(|l| l.starts_with(&prefix)),
+        "no `{key}` line in {}",
+        path.display()
+    );
+    let new: Vec<String> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with(&prefix) {
+                format!("{prefix}{value}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::fs::write(path, new.join("\n") + "\n").expect("write config");
+    text
+}
+
 /// Polls `cond` every few milliseconds until it holds or `timeout` passes; returns
 /// whether it held. For waiting on a state, never as an assertion about timing.
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

@@ -73,20 +73,12 @@ impl TestNode {
 
     /// Replaces the static peers in ferry.toml.
     pub fn set_peers(&self, peers: &[String]) {
-        let text = std::fs::read_to_string(self.config_path()).expect("read config");
         let list: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
-        let new = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("peers = ") {
-                    format!("peers = [{}]", list.join(", "))
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(self.config_path(), new + "\n").expect("write config");
+        crate::set_config_line(
+            &self.config_path(),
+            "peers",
+            &format!("[{}]", list.join(", ")),
+        );
     }
 
     /// Adds a static route (destination → next hop) to ferry.toml.

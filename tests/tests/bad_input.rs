@@ -148,19 +148,7 @@ fn files_over_the_size_limit_are_refused() {
     let c = Node::init(dir.path().join("c"), &["--realm", &share]);
     let big = c.seal(&["--to", &f.b.id], &big_payload);
     let toml_path = f.b.home.join("ferry.toml");
-    let toml = fs::read_to_string(&toml_path).unwrap();
-    let limited: String = toml
-        .lines()
-        .map(|l| {
-            if l.starts_with("max_bundle_bytes") {
-                "max_bundle_bytes = 1024".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    fs::write(&toml_path, limited).unwrap();
+    let toml = ferry_tests::set_config_line(&toml_path, "max_bundle_bytes", "1024");
     f.b.open(&big).failure_with("limit");
     fs::write(&toml_path, toml).unwrap();
     assert!(f.b.open(&big).success().stdout == big_payload);

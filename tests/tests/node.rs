@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferry_tests::nodes::{
     free_port, linked_pair, payload, realm_of, running_pair, TestNode, SETTLE,
 };
-use ferry_tests::wait_until;
+use ferry_tests::{set_config_line, wait_until};
 
 /// A, B and C (epidemic) where A and C only ever dial B, the relay.
 fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
@@ -395,19 +395,7 @@ fn post_chunked(api: u16, query: &str, payload: &[u8], sizes: &[usize]) -> Strin
 fn the_api_takes_any_chunking_and_refuses_bodies_over_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = linked_pair(dir.path(), "epidemic");
-    let text = std::fs::read_to_string(a.config_path()).expect("config");
-    assert!(text.contains("\nmax_bundle_bytes = "), "{text}");
-    let text: Vec<String> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("max_bundle_bytes = ") {
-                "max_bundle_bytes = 1000000".to_owned()
-            } else {
-                l.to_owned()
-            }
-        })
-        .collect();
-    std::fs::write(a.config_path(), text.join("\n") + "\n").expect("write config");
+    set_config_line(&a.config_path(), "max_bundle_bytes", "1000000");
     let da = a.start();
     let db = b.start();
     assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
