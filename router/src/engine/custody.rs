@@ -58,14 +58,6 @@ impl Head {
             envelope: *b.envelope(),
         }
     }
-
-    pub(crate) fn id(&self) -> BundleId {
-        self.id
-    }
-
-    pub(crate) fn header(&self) -> &Header {
-        &self.header
-    }
 }
 
 /// A [`Pending`] bundle in a commit: its bytes are in the records.
@@ -646,7 +638,7 @@ impl<S: CustodyStore> Engine<S> {
         b: &Head,
         opened: Result<Opened, OpenError>,
     ) -> Result<bool, EngineError> {
-        let id = b.id();
+        let id = b.id;
         match opened {
             Ok(opened) if opened.kind == PayloadKind::Receipt => {
                 self.apply_receipt(b, &opened.payload)?;
@@ -660,10 +652,10 @@ impl<S: CustodyStore> Engine<S> {
                 };
                 self.emit(Output::Deliver {
                     id,
-                    source: b.header().source,
+                    source: b.header.source,
                     endpoint: opened.endpoint,
                     kind: opened.kind,
-                    group: b.header().destination == Destination::Group,
+                    group: b.header.destination == Destination::Group,
                     payload,
                 });
                 Ok(true)
@@ -688,13 +680,13 @@ impl<S: CustodyStore> Engine<S> {
             self.stats.receipt_mismatches += 1;
             return Ok(());
         };
-        let signer = Destination::Node(receipt.header().source.hash());
+        let signer = Destination::Node(receipt.header.source.hash());
         let seen_until = receipt
-            .header()
+            .header
             .expires_at()
             .or_else(|| {
                 self.wall_secs()
-                    .map(|w| w.saturating_add(u64::from(receipt.header().lifetime)))
+                    .map(|w| w.saturating_add(u64::from(receipt.header.lifetime)))
             })
             .unwrap_or(u64::MAX);
         for id in ids {
@@ -705,14 +697,14 @@ impl<S: CustodyStore> Engine<S> {
                         self.emit(Output::Removed {
                             id,
                             reason: RemoveReason::Receipt {
-                                receipt: receipt.id(),
+                                receipt: receipt.id,
                             },
                         });
                     }
                     if info.meta.source == self.own_hash {
                         self.emit(Output::Delivered {
                             id,
-                            receipt: receipt.id(),
+                            receipt: receipt.id,
                         });
                     }
                 }
