@@ -98,6 +98,18 @@ fn locate_ferry() -> anyhow::Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // `cargo test` gives each test process the variables it sets for the package under
+    // test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts such as ring's
+    // declare `rerun-if-env-changed` on some of them, so passing them on would make this
+    // build see a changed environment, rebuild ring, rustls and QUIC over the outer
+    // build's artifacts (and the next `cargo test` rebuild them back): on a cold CI
+    // machine that doubled the build's time and disk. Only the user's own settings
+    // (CARGO_HOME, CARGO_TARGET_DIR, CARGO_PROFILE_*, RUSTFLAGS...) are passed on.
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(set_by_cargo_for_tests) {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.args(["build", "--quiet", "--workspace", "--bin", "ferry"])
         .arg("--manifest-path")
         .arg(&manifest)
@@ -132,6 +144,24 @@ fn locate_ferry() -> anyhow::Result<PathBuf> {
         bail!("cargo build succeeded but {} does not exist", bin.display());
     }
     Ok(bin)
+}
+
+/// Whether `key` is one of the variables `cargo test` sets for a test process (see
+/// the Cargo book, "Environment variables Cargo sets for crates"), as opposed to one a
+/// user sets to configure Cargo.
+fn set_by_cargo_for_tests(key: &str) -> bool {
+    const EXACT: [&str; 9] = [
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    EXACT.contains(&key) || key.starts_with("CARGO_PKG_") || key.starts_with("CARGO_BIN_EXE_")
 }
 
 /// What a finished process did.
@@ -620,4 +650,34 @@ pub fn field_str<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
     v[key]
         .as_str()
         .unwrap_or_else(|| panic!("field {key} is not a string: {v}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::set_by_cargo_for_tests;
+
+    #[test]
+    fn only_the_variables_cargo_sets_for_a_test_are_dropped_from_the_inner_build() {
+        for key in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_BIN_EXE_ferry",
+            "CARGO_TARGET_TMPDIR",
+            "OUT_DIR",
+        ] {
+            assert!(set_by_cargo_for_tests(key), "{key} should be dropped");
+        }
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "CARGO_PROFILE_TEST_DEBUG",
+            "CARGO_INCREMENTAL",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!set_by_cargo_for_tests(key), "{key} should be kept");
+        }
+    }
 }
