@@ -3,7 +3,8 @@
 //! `cargo bench -p ferry-sim --bench run` runs the scenarios of `sim/scenarios/`
 //! (default `helsinki-126`; `FERRY_SIM_SCENARIOS=helsinki-126,city-1000` to choose)
 //! with every policy (`FERRY_SIM_POLICIES=epidemic,direct` to choose), and, for
-//! helsinki-126, with The ONE's drop-oldest buffers and Ferry's refusing ones.
+//! helsinki-126, with The ONE's drop-oldest buffers and Ferry's refusing ones
+//! (`FERRY_SIM_BUFFERS=drop-oldest` or `refuse` to run one of them).
 #![allow(
     clippy::disallowed_methods,
     clippy::print_stdout,
@@ -69,6 +70,15 @@ fn main() {
         let mut buffers = vec![scenario.buffer.policy];
         if name == "helsinki-126" {
             buffers.push(BufferPolicy::Refuse);
+        }
+        // FERRY_SIM_BUFFERS=drop-oldest (or refuse) runs only that buffer policy.
+        if let Ok(only) = std::env::var("FERRY_SIM_BUFFERS") {
+            let only = match only.trim() {
+                "drop-oldest" => BufferPolicy::DropOldest,
+                "refuse" => BufferPolicy::Refuse,
+                other => panic!("FERRY_SIM_BUFFERS={other}: drop-oldest or refuse"),
+            };
+            buffers.retain(|b| *b == only);
         }
         for buffer in buffers {
             let mut reports: Vec<Report> = Vec::new();

@@ -49,6 +49,7 @@ use ferry_core::{
 use ferry_router::engine::{
     Engine, EngineConfig, EngineError, Input, Millis, Output, PolicyConfig, RemoveReason,
 };
+use ferry_storage::mem::IdHash;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -395,8 +396,10 @@ struct Sim<'a> {
     limits: Limits,
     now_us: u64,
     nodes: Vec<NodeState>,
-    contacts: HashMap<u64, Contact>,
-    pairs: HashMap<(NodeIndex, NodeIndex), u64>,
+    // The simulator's own numbers and ids as keys: hashed with the stores' cheap
+    // hasher, not SipHash (Sim::after looks a contact up for every event).
+    contacts: HashMap<u64, Contact, IdHash>,
+    pairs: HashMap<(NodeIndex, NodeIndex), u64, IdHash>,
     next_contact: u64,
     heap: BinaryHeap<Ev>,
     seq: u64,
@@ -405,7 +408,7 @@ struct Sim<'a> {
     rng: ChaCha20Rng,
     sizes: Arc<Sizes>,
     msgs: Vec<MsgRec>,
-    by_id: HashMap<BundleId, u32>,
+    by_id: HashMap<BundleId, u32, IdHash>,
     c: Counters,
 }
 
@@ -553,8 +556,8 @@ pub fn run_observed(
         limits: Limits::default(),
         now_us: 0,
         nodes,
-        contacts: HashMap::new(),
-        pairs: HashMap::new(),
+        contacts: HashMap::default(),
+        pairs: HashMap::default(),
         next_contact: 1,
         heap: BinaryHeap::new(),
         seq: 0,
@@ -563,7 +566,7 @@ pub fn run_observed(
         rng: ChaCha20Rng::seed_from_u64(scenario.seed),
         sizes,
         msgs: Vec::with_capacity(messages.len()),
-        by_id: HashMap::with_capacity(messages.len()),
+        by_id: HashMap::with_capacity_and_hasher(messages.len(), IdHash::default()),
         c: Counters::default(),
     };
     for i in 0..n {

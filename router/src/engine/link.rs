@@ -98,7 +98,10 @@ pub(crate) struct Link {
     pub resync: bool,
     pub next_offer_seq: u32,
     pub offer_batch: Vec<OfferItem>,
-    pub outbound: BTreeMap<Key, Outbound>,
+    /// Hashed, not ordered: a bundle is looked up, added and removed here several
+    /// times per hand-over, and nothing iterates it in an order that shows (the
+    /// send order is `queue`'s).
+    pub outbound: super::FastMap<Key, Outbound>,
     pub queue: BTreeSet<QueueKey>,
     pub transfers: BTreeMap<TransferId, Key>,
     /// The peer's store was full, or transfers to it kept failing: no offers
@@ -127,7 +130,7 @@ impl Link {
             resync: false,
             next_offer_seq: 0,
             offer_batch: Vec::new(),
-            outbound: BTreeMap::new(),
+            outbound: super::FastMap::default(),
             queue: BTreeSet::new(),
             transfers: BTreeMap::new(),
             quiet_until: None,
