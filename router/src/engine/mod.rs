@@ -361,7 +361,8 @@ pub struct EngineConfig {
     /// that reads delivered payloads back from the store (the daemon does, when an
     /// app asks) sets it to `false`: the payload is then authenticated and only
     /// its kind and endpoint decrypted ([`ferry_core::Keyring::open_head_verified`]),
-    /// so a large payload is neither decrypted nor held in memory here.
+    /// so a large payload is neither decrypted nor held in memory here (bundles of
+    /// at most 4 KiB of ciphertext are opened whole: one pass costs less there).
     pub deliver_payload: bool,
     /// Whether the routing policy's state (PRoPHET's table) is kept in the store
     /// across restarts (default `true`): saved with the next commit after each
