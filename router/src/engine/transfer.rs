@@ -46,9 +46,32 @@ fn before(key: &Key) -> Option<BundleId> {
     Some(BundleId(id))
 }
 
+/// A store holding at most this many ids is read once per reconciliation step
+/// (see [`StoreIds`]).
+const SMALL_STORE_IDS: usize = 256;
+
 /// The held ids of a store, in order, for reconciliation (without those whose
-/// removal is queued).
-pub(crate) struct StoreIds<'a, S: ?Sized>(pub &'a S, pub &'a Writes);
+/// removal is queued). Made for one reconciliation step, during which the store
+/// does not change.
+pub(crate) struct StoreIds<'a, S: ?Sized> {
+    store: &'a S,
+    writes: &'a Writes,
+    /// Every held id, when the store's first page held them all (a small store:
+    /// most field nodes, every simulated one): a step scans each of its ranges, and
+    /// these scans then read this instead of the store. `None` inside: a larger
+    /// store, scanned page by page.
+    small: std::cell::OnceCell<Option<Vec<BundleId>>>,
+}
+
+impl<'a, S: CustodyStore + ?Sized> StoreIds<'a, S> {
+    pub(crate) fn new(store: &'a S, writes: &'a Writes) -> Self {
+        Self {
+            store,
+            writes,
+            small: std::cell::OnceCell::new(),
+        }
+    }
+}
 
 impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
     type Error = StoreError;
@@ -59,10 +82,20 @@ impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
         hi: &Bound,
         f: &mut dyn FnMut(&BundleId) -> bool,
     ) -> Result<(), StoreError> {
+        if self.small.get().is_none() {
+            let page = ids_after(self.store, self.writes, None, SMALL_STORE_IDS)?;
+            let all = page.next.is_none().then_some(page.ids);
+            // Only this scan sets it (the step runs on one thread).
+            let _ = self.small.set(all);
+        }
+        if let Some(Some(ids)) = self.small.get() {
+            let Ok(()) = ids.as_slice().scan(lo, hi, f);
+            return Ok(());
+        }
         let mut after = before(lo);
         let mut size = FIRST_SCAN_PAGE;
         loop {
-            let page = ids_after(self.0, self.1, after.as_ref(), size)?;
+            let page = ids_after(self.store, self.writes, after.as_ref(), size)?;
             size = next_page(size);
             for id in &page.ids {
                 let k = key_of(id);
@@ -231,7 +264,7 @@ impl<S: CustodyStore> Engine<S> {
             self.config.answer_timeout,
         );
         l.resync = false;
-        let msg = recon::initiate(&StoreIds(&*self.store, &self.writes), &params)?;
+        let msg = recon::initiate(&StoreIds::new(&*self.store, &self.writes), &params)?;
         self.stats.sessions += 1;
         self.send_frame(link, &Frame::ReconRequest(msg));
         Ok(())
@@ -293,7 +326,7 @@ impl<S: CustodyStore> Engine<S> {
         }
         let (params, budget) = (l.recon, l.budget);
         let out = recon::process(
-            &StoreIds(&*self.store, &self.writes),
+            &StoreIds::new(&*self.store, &self.writes),
             Role::Responder,
             ranges,
             &params,
@@ -340,7 +373,7 @@ impl<S: CustodyStore> Engine<S> {
         }
         let (params, budget) = (l.recon, l.budget);
         let out = recon::process(
-            &StoreIds(&*self.store, &self.writes),
+            &StoreIds::new(&*self.store, &self.writes),
             Role::Initiator,
             ranges,
             &params,
@@ -1116,5 +1149,65 @@ mod tests {
         let mut id = [0u8; 32];
         id[..16].copy_from_slice(&k);
         assert!(b < BundleId(id));
+    }
+
+    /// A small store read once per step and a large one read page by page give the
+    /// same scans as a sorted slice of the same ids, queued removals left out.
+    #[test]
+    fn store_scans_match_a_sorted_slice_for_small_and_large_stores() {
+        use ferry_storage::conformance::rec;
+        use ferry_storage::{MemStore, StoreConfig};
+        for n in [
+            0u64,
+            1,
+            40,
+            SMALL_STORE_IDS as u64,
+            SMALL_STORE_IDS as u64 + 1,
+            700,
+        ] {
+            let store = MemStore::new(StoreConfig::default());
+            let records: Vec<_> = (0..n).map(|i| rec(i, 8)).collect();
+            store.insert_batch(&records).unwrap();
+            let mut writes = Writes::default();
+            // Every seventh record's removal is queued: scans leave it out.
+            for r in records.iter().step_by(7) {
+                writes.push_remove(r.id, Millis(1));
+            }
+            let mut expected: Vec<BundleId> = records
+                .iter()
+                .map(|r| r.id)
+                .filter(|id| !writes.removed(id))
+                .collect();
+            expected.sort();
+            let ids = StoreIds::new(&store, &writes);
+            let ranges = [
+                ([0u8; 16], Bound::Infinity),
+                ([0x40; 16], Bound::Key([0xc0; 16])),
+                ([0x80; 16], Bound::Key([0x81; 16])),
+                ([0xff; 16], Bound::Infinity),
+            ];
+            for (lo, hi) in ranges {
+                for stop_after in [1usize, 3, usize::MAX] {
+                    let collect = |src: &dyn Fn(&mut dyn FnMut(&BundleId) -> bool)| {
+                        let mut got = Vec::new();
+                        src(&mut |id| {
+                            got.push(*id);
+                            got.len() < stop_after
+                        });
+                        got
+                    };
+                    let from_store = collect(&|f| ids.scan(&lo, &hi, f).unwrap());
+                    let from_slice = collect(&|f| {
+                        let Ok(()) = expected.as_slice().scan(&lo, &hi, f);
+                    });
+                    assert_eq!(from_store, from_slice, "{n} ids, {lo:?}..{hi:?}");
+                }
+            }
+            // At exactly the page size a store may or may not say the page is the
+            // last (MemStore does not); below it every store does.
+            let small = ids.small.get().cloned().flatten().is_some();
+            let limit = SMALL_STORE_IDS as u64;
+            assert!(n == limit || small == (n < limit), "{n} ids: small {small}");
+        }
     }
 }

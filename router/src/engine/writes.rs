@@ -52,6 +52,15 @@ impl Writes {
         std::mem::take(&mut self.ops)
     }
 
+    /// Queues the removal of `id` at `now` (edits queued for it are dropped).
+    pub(crate) fn push_remove(&mut self, id: BundleId, now: super::Millis) {
+        let o = self.overlay.entry(id).or_default();
+        o.removed = true;
+        o.edits.clear();
+        self.since.get_or_insert(now);
+        self.ops.push(WriteOp::Remove(id));
+    }
+
     pub(crate) fn removed(&self, id: &BundleId) -> bool {
         self.overlay.get(id).is_some_and(|o| o.removed)
     }
@@ -102,10 +111,7 @@ impl<S: CustodyStore> Engine<S> {
         if self.writes.removed(id) || !self.store.contains(id)? {
             return Ok(false);
         }
-        let o = self.writes.overlay.entry(*id).or_default();
-        o.removed = true;
-        o.edits.clear();
-        self.queue_op(WriteOp::Remove(*id));
+        self.writes.push_remove(*id, self.now);
         Ok(true)
     }
 
