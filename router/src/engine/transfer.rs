@@ -1151,6 +1151,8 @@ mod tests {
         assert!(b < BundleId(id));
     }
 
+    type Visit<'a> = &'a mut dyn FnMut(&BundleId) -> bool;
+
     /// A small store read once per step and a large one read page by page give the
     /// same scans as a sorted slice of the same ids, queued removals left out.
     #[test]
@@ -1188,7 +1190,7 @@ mod tests {
             ];
             for (lo, hi) in ranges {
                 for stop_after in [1usize, 3, usize::MAX] {
-                    let collect = |src: &dyn Fn(&mut dyn FnMut(&BundleId) -> bool)| {
+                    let collect = |src: &dyn Fn(Visit<'_>)| {
                         let mut got = Vec::new();
                         src(&mut |id| {
                             got.push(*id);
