@@ -73,6 +73,20 @@ impl<'a, S: CustodyStore + ?Sized> StoreIds<'a, S> {
     }
 }
 
+impl<S: CustodyStore + ?Sized> StoreIds<'_, S> {
+    /// The held id whose key is `key`, if any.
+    fn resolve(&self, key: &Key) -> Result<Option<BundleId>, StoreError> {
+        let mut found = None;
+        self.scan(key, &Bound::Infinity, &mut |id| {
+            if key_of(id) == *key {
+                found = Some(*id);
+            }
+            false
+        })?;
+        Ok(found)
+    }
+}
+
 impl<S: CustodyStore + ?Sized> IdSource for StoreIds<'_, S> {
     type Error = StoreError;
 
@@ -401,17 +415,17 @@ impl<S: CustodyStore> Engine<S> {
         Ok(())
     }
 
-    /// The id of a key we hold, if any.
-    fn resolve(&self, key: &Key) -> Result<Option<BundleId>, StoreError> {
-        let page = ids_after(&*self.store, &self.writes, before(key).as_ref(), 4)?;
-        Ok(page.ids.into_iter().find(|id| key_of(id) == *key))
-    }
-
     fn on_missing(&mut self, link: LinkId, keys: &[Key]) -> Result<(), EngineError> {
+        // The ids of the keys we hold, looked up before anything is offered (offering
+        // does not change the store).
+        let ids = StoreIds::new(&*self.store, &self.writes);
+        let mut held = Vec::with_capacity(keys.len());
         for key in keys {
-            let Some(id) = self.resolve(key)? else {
-                continue;
-            };
+            if let Some(id) = ids.resolve(key)? {
+                held.push(id);
+            }
+        }
+        for id in held {
             if let Some(info) = self.info(&id)? {
                 self.offer_or_resync(link, &info)?;
             }
@@ -1154,9 +1168,10 @@ mod tests {
     type Visit<'a> = &'a mut dyn FnMut(&BundleId) -> bool;
 
     /// A small store read once per step and a large one read page by page give the
-    /// same scans as a sorted slice of the same ids, queued removals left out.
+    /// same scans as a sorted slice of the same ids, queued removals left out, and
+    /// resolve keys to the ids held.
     #[test]
-    fn store_scans_match_a_sorted_slice_for_small_and_large_stores() {
+    fn store_scans_and_lookups_match_a_sorted_slice_for_small_and_large_stores() {
         use ferry_storage::conformance::rec;
         use ferry_storage::{MemStore, StoreConfig};
         for n in [
@@ -1205,6 +1220,12 @@ mod tests {
                     assert_eq!(from_store, from_slice, "{n} ids, {lo:?}..{hi:?}");
                 }
             }
+            for r in records.iter().take(20) {
+                let want = (!writes.removed(&r.id)).then_some(r.id);
+                assert_eq!(ids.resolve(&key_of(&r.id)).unwrap(), want, "{n} ids");
+            }
+            let absent = ferry_storage::conformance::id(n + 1);
+            assert_eq!(ids.resolve(&key_of(&absent)).unwrap(), None);
             // At exactly the page size a store may or may not say the page is the
             // last (MemStore does not); below it every store does.
             let small = ids.small.get().cloned().flatten().is_some();
