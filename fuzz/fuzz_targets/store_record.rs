@@ -12,8 +12,15 @@ fuzz_target!(|data: &[u8]| {
     // body decoder and the field checks are reached.
     check(&ferry_storage::record::frame_record_body(data));
     // The bundle blob frame.
-    if let Ok(bytes) = ferry_storage::record::decode_blob(data) {
-        assert_eq!(ferry_storage::record::encode_blob(bytes), data);
+    match ferry_storage::record::decode_blob(data) {
+        Ok(ferry_storage::record::Blob::Inline(bytes)) => {
+            assert_eq!(ferry_storage::record::encode_blob(bytes), data);
+        }
+        Ok(ferry_storage::record::Blob::File { len, .. }) => {
+            assert_eq!(data.len(), ferry_storage::record::BLOB_FILE_LEN);
+            assert_eq!(data[5..], len.to_le_bytes());
+        }
+        Err(_) => {}
     }
 });
 

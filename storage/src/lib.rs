@@ -7,7 +7,9 @@
 //! Two implementations of one trait, [`CustodyStore`]:
 //!
 //! - [`LmdbStore`], durable, on LMDB (through heed). Bundle bytes live in LMDB, not
-//!   in RAM: memory use does not grow with the number of records.
+//!   in RAM: memory use does not grow with the number of records. Bundles of at
+//!   least [`lmdb::FILE_MIN`] (1 MiB) are kept in payload files of their own next to
+//!   LMDB, written and synced before the transaction that refers to them commits.
 //! - [`MemStore`], in memory, for the simulator and tests. Same behaviour, no
 //!   durability.
 //!
@@ -51,7 +53,9 @@
 //! - **Durability** ([`LmdbStore`]): LMDB's default sync flags; a write that returned
 //!   `Ok` survives `SIGKILL` and power loss. A batch is one transaction: one commit
 //!   (LMDB syncs the data file, then writes the meta page synchronously) for the
-//!   whole batch.
+//!   whole batch; the payload files it writes are synced (data, then directory)
+//!   before that commit, and those of records it removes are deleted after it. A
+//!   file a crash leaves without a record is deleted when the store is next opened.
 //!   The directory must be on a local file system (LMDB's locks do not work over a
 //!   network one), and a path is open at most once per process at a time (a second
 //!   [`LmdbStore::open`] returns [`StoreError::AlreadyOpen`]); several processes

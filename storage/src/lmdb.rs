@@ -7,7 +7,7 @@
 //! |--------------|---------------------------------------|------------------------------------|
 //! | `ids`        | bundle id (32)                        | seen time (8), insertion (8; 0 = removed) |
 //! | `meta`       | insertion (8)                         | metadata record (see [`crate::record`]) |
-//! | `blob`       | insertion (8)                         | bundle blob (version, CRC, bytes)  |
+//! | `blob`       | insertion (8)                         | bundle blob (version, CRC, bytes), or for a bundle of at least [`FILE_MIN`] bytes its payload file's CRC and length |
 //! | `prio`       | 255 − priority (1), insertion (8)     | empty                              |
 //! | `dest`       | kind (1), node hash (8), insertion (8)| empty                              |
 //! | `expiry`     | expires_at (8), insertion (8)         | empty                              |
@@ -26,6 +26,20 @@
 //! `meta` and `blob` are written with `MDB_APPEND` (their keys only grow), which
 //! fills pages instead of splitting them in half and turns a counter that is ever
 //! behind the stored records into an error instead of an overwrite.
+//!
+//! **Payload files.** A bundle of at least [`FILE_MIN`] bytes is written to a file of
+//! its own, `payloads/<insertion as 16 hex digits>` in the store's directory, and its
+//! `blob` entry keeps the CRC and length of those bytes. A transaction writes such
+//! files while it holds LMDB's write lock, `fdatasync`s them and the directory, and
+//! only then commits; a file whose record a transaction removes is unlinked once that
+//! commit is durable. So a committed record always has its file, and what a crash
+//! can leave behind is a file without a record: opening the store deletes those
+//! (under the write lock, so another process's transaction in progress is not
+//! touched). A file is never reused: insertion numbers only grow, and a number
+//! handed out in a transaction that failed is used again only by a later one, which
+//! truncates the file first. Large values in LMDB cost two 100 MiB copies per commit
+//! (LMDB's dirty pages, then the page cache) and leave runs of free pages that only
+//! a value of the same size can reuse; a file costs one write and is simply deleted.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -41,8 +55,9 @@ use crate::error::{QuotaKind, StoreError};
 use crate::mem::check_quota;
 use crate::record::{
     self, blob_len, decode_blob, decode_quarantine, decode_record, dest_key, dest_prefix,
-    encode_blob, encode_quarantine, encode_record, expiry_key, id_value, inv_priority,
-    parse_id_value, prio_key, read_u64, seen_key, slot_key, write_blob_header,
+    encode_blob, encode_file_blob, encode_quarantine, encode_record, expiry_key, file_bytes_match,
+    id_value, inv_priority, parse_id_value, prio_key, read_u64, seen_key, slot_key,
+    write_blob_header, Blob, BLOB_FILE_LEN, BLOB_FILE_VERSION,
 };
 use crate::store::{CustodyStore, IdPage};
 use crate::types::{
@@ -51,8 +66,18 @@ use crate::types::{
     RecordInfo, RoutingMeta, StoreConfig, StoreStats, WriteOp, WriteOutcome,
 };
 
-/// On-disk format version written to the `state` table.
-pub const FORMAT_VERSION: u64 = 1;
+/// On-disk format version written to the `state` table. Version 2 added payload
+/// files (blob version 2); a version-1 store is opened and marked version 2, and an
+/// older build refuses a version-2 store instead of taking its file references for
+/// damaged records.
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Bundles of at least this many bytes are kept in payload files (see the module
+/// documentation) instead of in LMDB.
+pub const FILE_MIN: usize = 1 << 20;
+
+/// The store directory's folder of payload files.
+const PAYLOAD_DIR: &str = "payloads";
 
 const K_FORMAT: &[u8] = b"format";
 const K_NEXT_SLOT: &[u8] = b"next_insertion";
@@ -144,8 +169,102 @@ pub struct LmdbStore {
     config: StoreConfig,
     map_size: usize,
     path: PathBuf,
+    /// `path`/`payloads`.
+    payload_dir: PathBuf,
     prealloc: Mutex<Prealloc>,
     _registration: PathRegistration,
+}
+
+/// The payload files one write transaction touches.
+#[derive(Debug)]
+struct TxnFiles<'a> {
+    dir: &'a Path,
+    /// Written by this transaction: synced before its commit, deleted if it fails.
+    written: Vec<(PathBuf, File)>,
+    /// Files of records this transaction removes: unlinked once it is committed.
+    doomed: Vec<PathBuf>,
+}
+
+impl<'a> TxnFiles<'a> {
+    fn new(dir: &'a Path) -> Self {
+        Self {
+            dir,
+            written: Vec::new(),
+            doomed: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes` as the payload file of `slot` (replacing what a failed
+    /// transaction may have left under that name).
+    fn write(&mut self, slot: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let path = payload_path(self.dir, slot);
+        let io = io_err(&path);
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        // Readable by the node's user only, as LMDB's own files.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&path).map_err(&io)?;
+        // Registered before writing, so a failed write is cleaned up too.
+        let written = file.try_clone().map_err(&io)?;
+        self.written.push((path.clone(), written));
+        file.write_all(bytes).map_err(io_err(&path))
+    }
+
+    /// Marks `slot`'s payload file for deletion after the commit.
+    fn doom(&mut self, slot: u64) {
+        self.doomed.push(payload_path(self.dir, slot));
+    }
+
+    /// Makes the written files durable: their data, then their names.
+    fn sync(&self) -> Result<(), StoreError> {
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        for (path, file) in &self.written {
+            file.sync_data().map_err(io_err(path))?;
+        }
+        sync_dir(self.dir)
+    }
+
+    /// The transaction failed: its files go (best effort; a leftover is an orphan
+    /// the next open deletes).
+    fn abandon(self) {
+        for (path, file) in self.written {
+            drop(file);
+            let _ = fs::remove_file(&path);
+        }
+    }
+
+    /// The transaction is committed: the files of removed records go (best effort,
+    /// as above).
+    fn committed(self) {
+        for path in self.doomed {
+            let _ = fs::remove_file(&path);
+        }
+    }
+}
+
+/// The payload file of insertion `slot`.
+fn payload_path(dir: &Path, slot: u64) -> PathBuf {
+    dir.join(format!("{slot:016x}"))
+}
+
+/// The insertion number a payload file's name stands for.
+fn payload_slot(name: &std::ffi::OsStr) -> Option<u64> {
+    let name = name.to_str()?;
+    if name.len() != 16 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(name, 16).ok()
+}
+
+/// `fsync`s a directory, making the names in it durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn lmdb_err(map_size: usize) -> impl Fn(heed::Error) -> StoreError {
@@ -231,7 +350,8 @@ impl LmdbStore {
             state: create("state")?,
         };
         match get_u64(&dbs.state, &wtxn, K_FORMAT)? {
-            None => put_u64(&dbs.state, &mut wtxn, K_FORMAT, FORMAT_VERSION, map_size)?,
+            // Version 1 is version 2 without payload files.
+            None | Some(1) => put_u64(&dbs.state, &mut wtxn, K_FORMAT, FORMAT_VERSION, map_size)?,
             Some(FORMAT_VERSION) => {}
             Some(found) => {
                 return Err(StoreError::UnsupportedFormat {
@@ -247,18 +367,30 @@ impl LmdbStore {
             .write(true)
             .open(&data_path)
             .map_err(io_err(&data_path))?;
-        Ok(Self {
+        let payload_dir = canonical.join(PAYLOAD_DIR);
+        let mut builder = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        match builder.create(&payload_dir) {
+            Ok(()) => sync_dir(&canonical)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(&payload_dir)(e)),
+        }
+        let store = Self {
             env,
             dbs,
             config,
             map_size,
             path: canonical,
+            payload_dir,
             prealloc: Mutex::new(Prealloc {
                 file,
                 enabled: false,
             }),
             _registration: registration,
-        })
+        };
+        store.remove_orphan_files()?;
+        Ok(store)
     }
 
     /// The store's directory (canonical).
@@ -319,17 +451,73 @@ impl LmdbStore {
 
     /// Runs `f` in a write transaction and commits it (durably) if it succeeds;
     /// `grow_hint` is an upper estimate of the bytes it adds.
+    ///
+    /// Payload files the transaction writes are synced before the commit and
+    /// deleted if it fails; those of records it removes are deleted after it.
     fn write<R>(
         &self,
         grow_hint: u64,
-        f: impl FnOnce(&mut RwTxn<'_>, &Dbs) -> Result<R, StoreError>,
+        f: impl FnOnce(&mut RwTxn<'_>, &Dbs, &mut TxnFiles<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let err = self.err();
         let mut wtxn = self.env.write_txn().map_err(&err)?;
-        let out = f(&mut wtxn, &self.dbs)?;
-        self.preallocate(grow_hint)?;
-        wtxn.commit().map_err(&err)?;
+        let mut files = TxnFiles::new(&self.payload_dir);
+        let ready = f(&mut wtxn, &self.dbs, &mut files).and_then(|out| {
+            self.preallocate(grow_hint)?;
+            files.sync()?;
+            Ok(out)
+        });
+        let out = match ready {
+            Ok(out) => out,
+            Err(e) => {
+                drop(wtxn);
+                files.abandon();
+                return Err(e);
+            }
+        };
+        if let Err(e) = wtxn.commit() {
+            files.abandon();
+            return Err(err(e));
+        }
+        files.committed();
         Ok(out)
+    }
+
+    /// Deletes payload files that no record or quarantine entry refers to: what a
+    /// crash between a file's write and its transaction's commit, or between a
+    /// commit and the deletion of a removed record's file, leaves. Runs in a write
+    /// transaction, so no other process is between writing a file and committing.
+    fn remove_orphan_files(&self) -> Result<(), StoreError> {
+        let dir = &self.payload_dir;
+        let entries = fs::read_dir(dir).map_err(io_err(dir))?;
+        let err = self.err();
+        let wtxn = self.env.write_txn().map_err(&err)?;
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry.map_err(io_err(dir))?;
+            // Names this store did not write are left alone.
+            let Some(slot) = payload_slot(&entry.file_name()) else {
+                continue;
+            };
+            let key = slot_key(slot);
+            let referred = self.dbs.meta.get(&wtxn, &key).map_err(&err)?.is_some()
+                || self
+                    .dbs
+                    .quarantine
+                    .get(&wtxn, &key)
+                    .map_err(&err)?
+                    .is_some();
+            if !referred {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed = true;
+            }
+        }
+        drop(wtxn);
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
     }
 
     /// Extends the data file with zeros so the coming commit writes into allocated
@@ -417,7 +605,7 @@ impl LmdbStore {
         id: Option<BundleId>,
         reason: String,
     ) -> Result<Option<QuarantineEntry>, StoreError> {
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, _| {
             quarantine_slot(dbs, txn, slot, id, reason, self.map_size)
         })
     }
@@ -459,16 +647,20 @@ impl LmdbStore {
                     None => "bundle bytes missing".to_owned(),
                     Some(raw) => match decode_blob(raw) {
                         Err(e) => format!("bundle bytes: {e}"),
-                        Ok(b) if b.len() as u64 != info.size => format!(
+                        Ok(b) if b.bundle_len() != info.size => format!(
                             "bundle bytes: {} bytes where metadata says {}",
-                            b.len(),
+                            b.bundle_len(),
                             info.size
                         ),
-                        Ok(b) => {
+                        Ok(Blob::Inline(b)) => {
                             return Ok(Some(Record {
                                 info,
                                 bytes: b.to_vec(),
                             }))
+                        }
+                        Ok(Blob::File { crc, len }) => {
+                            drop(rtxn);
+                            return self.fetch_file(id, info, crc, len);
                         }
                     },
                 }
@@ -480,12 +672,55 @@ impl LmdbStore {
         Err(StoreError::Quarantined { id: *id, reason })
     }
 
+    /// Reads the payload file of a record `fetch` found (its read transaction
+    /// ended: a file is read outside LMDB's snapshot).
+    fn fetch_file(
+        &self,
+        id: &BundleId,
+        info: RecordInfo,
+        crc: u32,
+        len: u64,
+    ) -> Result<Option<Record>, StoreError> {
+        let slot = info.insertion;
+        let path = payload_path(&self.payload_dir, slot);
+        let problem = match fs::read(&path) {
+            Ok(bytes) if file_bytes_match(&bytes, crc, len) => {
+                return Ok(Some(Record { info, bytes }))
+            }
+            Ok(bytes) if bytes.len() as u64 != len => format!(
+                "payload file: {} bytes where the record says {len}",
+                bytes.len()
+            ),
+            Ok(_) => "payload file: checksum mismatch".to_owned(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Removed (and its file deleted) since the record was read?
+                let rtxn = self.env.read_txn().map_err(self.err())?;
+                let still = matches!(self.slot_of(&rtxn, id)?, Some((_, s)) if s == slot)
+                    && self
+                        .dbs
+                        .meta
+                        .get(&rtxn, &slot_key(slot))
+                        .map_err(self.err())?
+                        .is_some();
+                if !still {
+                    return Ok(None);
+                }
+                "payload file missing".to_owned()
+            }
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        let entry = self.quarantine_now(slot, Some(*id), problem.clone())?;
+        let reason = entry.map(|e| e.reason).unwrap_or(problem);
+        Err(StoreError::Quarantined { id: *id, reason })
+    }
+
     /// One insert inside a write transaction: duplicates, validation and quotas
     /// as in `insert_batch`, against what the transaction holds so far.
     fn insert_in(
         &self,
         txn: &mut RwTxn<'_>,
         dbs: &Dbs,
+        files: &mut TxnFiles<'_>,
         r: &NewRecord,
     ) -> Result<InsertOutcome, StoreError> {
         let map_size = self.map_size;
@@ -521,7 +756,7 @@ impl LmdbStore {
             size,
         )?;
         let slot = get_u64(&dbs.state, txn, K_NEXT_SLOT)?.unwrap_or(1);
-        put_record(dbs, txn, r, slot, map_size)?;
+        put_record(dbs, txn, files, r, slot, map_size)?;
         let next = slot
             .checked_add(1)
             .ok_or(StoreError::Corrupt("insertion numbers exhausted".into()))?;
@@ -537,7 +772,13 @@ impl LmdbStore {
     }
 
     /// `remove` inside a write transaction.
-    fn remove_in(&self, txn: &mut RwTxn<'_>, dbs: &Dbs, id: &BundleId) -> Result<bool, StoreError> {
+    fn remove_in(
+        &self,
+        txn: &mut RwTxn<'_>,
+        dbs: &Dbs,
+        files: &mut TxnFiles<'_>,
+        id: &BundleId,
+    ) -> Result<bool, StoreError> {
         let map_size = self.map_size;
         let Some((t, slot)) = self.slot_of(txn, id)? else {
             return Ok(false);
@@ -548,7 +789,7 @@ impl LmdbStore {
         match self.read_info(txn, slot)? {
             SlotRead::Missing => Ok(false),
             SlotRead::Ok(info) if info.id == *id => {
-                delete_record(dbs, txn, &info, map_size)?;
+                delete_record(dbs, txn, files, &info, map_size)?;
                 Ok(true)
             }
             SlotRead::Ok(info) => {
@@ -687,7 +928,7 @@ impl LmdbStore {
         let next = if scanned == limit { last } else { None };
         let mut quarantined = Vec::new();
         if !dangling.is_empty() || !corrupt.is_empty() {
-            quarantined = self.write(0, |txn, dbs| {
+            quarantined = self.write(0, |txn, dbs, _| {
                 for key in &dangling {
                     db.delete(txn, key).map_err(&err)?;
                 }
@@ -706,6 +947,16 @@ impl LmdbStore {
             quarantined,
         })
     }
+}
+
+/// What inserting `r` may add to the data file (a payload file is not in it).
+fn grow_of(r: &NewRecord) -> u64 {
+    let inline = if r.bytes.len() >= FILE_MIN {
+        0
+    } else {
+        r.bytes.len() as u64
+    };
+    inline + 256 + 8 * r.meta.routing.holders.len() as u64
 }
 
 /// Writes zeros to `file` from `from` to `to`.
@@ -778,7 +1029,7 @@ fn quarantine_slot(
     // blob; only when both are unreadable is it estimated from the raw blob.
     let size = match (&info, decode_blob(&blob_raw)) {
         (Some(i), _) => i.size,
-        (None, Ok(b)) => b.len() as u64,
+        (None, Ok(b)) => b.bundle_len(),
         (None, Err(_)) => blob_raw.len().saturating_sub(blob_len(0)) as u64,
     };
     dbs.meta.delete(txn, &key).map_err(&err)?;
@@ -833,6 +1084,7 @@ fn quarantine_slot(
 fn put_record(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
+    files: &mut TxnFiles<'_>,
     r: &NewRecord,
     slot: u64,
     map_size: usize,
@@ -856,6 +1108,11 @@ fn put_record(
         let blob = encode_blob(&r.bytes);
         dbs.blob
             .put_with_flags(txn, PutFlags::APPEND, &key, &blob)
+            .map_err(append_err(map_size))?;
+    } else if r.bytes.len() >= FILE_MIN {
+        files.write(slot, &r.bytes)?;
+        dbs.blob
+            .put_with_flags(txn, PutFlags::APPEND, &key, &encode_file_blob(&r.bytes))
             .map_err(append_err(map_size))?;
     } else {
         // Large bundles go to overflow pages (no leaf splitting to avoid)
@@ -892,6 +1149,7 @@ fn put_record(
 fn delete_record(
     dbs: &Dbs,
     txn: &mut RwTxn<'_>,
+    files: &mut TxnFiles<'_>,
     info: &RecordInfo,
     map_size: usize,
 ) -> Result<(), StoreError> {
@@ -900,7 +1158,13 @@ fn delete_record(
     let key = slot_key(slot);
     let m = &info.meta;
     dbs.meta.delete(txn, &key).map_err(&err)?;
-    dbs.blob.delete(txn, &key).map_err(&err)?;
+    if let Some(raw) = dbs.blob.get(txn, &key).map_err(&err)? {
+        // A file reference is recognised by its form; its CRC is of the file.
+        if raw.len() == BLOB_FILE_LEN && raw.first() == Some(&BLOB_FILE_VERSION) {
+            files.doom(slot);
+        }
+        dbs.blob.delete(txn, &key).map_err(&err)?;
+    }
     dbs.prio
         .delete(txn, &prio_key(inv_priority(m.priority), slot))
         .map_err(&err)?;
@@ -942,11 +1206,8 @@ impl CustodyStore for LmdbStore {
         }
         let map_size = self.map_size;
         let err = self.err();
-        let grow: u64 = records
-            .iter()
-            .map(|r| r.bytes.len() as u64 + 256 + 8 * r.meta.routing.holders.len() as u64)
-            .sum();
-        self.write(grow, |txn, dbs| {
+        let grow: u64 = records.iter().map(grow_of).sum();
+        self.write(grow, |txn, dbs, files| {
             let mut outcomes = Vec::with_capacity(records.len());
             let mut in_batch = HashSet::with_capacity(records.len());
             let (mut new_count, mut new_bytes) = (0u64, 0u64);
@@ -999,7 +1260,7 @@ impl CustodyStore for LmdbStore {
                 if *o != InsertOutcome::Inserted {
                     continue;
                 }
-                put_record(dbs, txn, r, slot, map_size)?;
+                put_record(dbs, txn, files, r, slot, map_size)?;
                 slot = slot
                     .checked_add(1)
                     .ok_or(StoreError::Corrupt("insertion numbers exhausted".into()))?;
@@ -1038,7 +1299,7 @@ impl CustodyStore for LmdbStore {
     }
 
     fn remove(&self, id: &BundleId) -> Result<bool, StoreError> {
-        self.write(0, |txn, dbs| self.remove_in(txn, dbs, id))
+        self.write(0, |txn, dbs, files| self.remove_in(txn, dbs, files, id))
     }
 
     fn update_routing(
@@ -1048,7 +1309,7 @@ impl CustodyStore for LmdbStore {
     ) -> Result<RoutingMeta, StoreError> {
         // A record found unreadable is quarantined in a committed transaction and
         // reported after it, so the quarantine is not rolled back with the update.
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, _| {
             match self.update_in(txn, dbs, id, update)? {
                 Updated::Ok(r) => Ok(Ok(r)),
                 Updated::NotFound => Err(StoreError::NotFound { id: *id }),
@@ -1128,7 +1389,7 @@ impl CustodyStore for LmdbStore {
         let map_size = self.map_size;
         let err = self.err();
         let end = expiry_key(now, u64::MAX);
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, files| {
             let mut removed = Vec::new();
             // Batches of keys (the tree cannot change under a live iterator); dangling
             // and unreadable entries are cleaned up and do not count towards `limit`.
@@ -1159,7 +1420,7 @@ impl CustodyStore for LmdbStore {
                             if info.meta.expires_at.map(|e| expiry_key(e, info.insertion))
                                 == key.as_slice().try_into().ok() =>
                         {
-                            delete_record(dbs, txn, &info, map_size)?;
+                            delete_record(dbs, txn, files, &info, map_size)?;
                             removed.push(info.id);
                         }
                         SlotRead::Corrupt(reason) => {
@@ -1195,7 +1456,7 @@ impl CustodyStore for LmdbStore {
     }
 
     fn mark_seen(&self, id: &BundleId, time: u64) -> Result<(), StoreError> {
-        self.write(64, |txn, dbs| self.mark_seen_in(txn, dbs, id, time))
+        self.write(64, |txn, dbs, _| self.mark_seen_in(txn, dbs, id, time))
     }
 
     fn apply_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>, StoreError> {
@@ -1205,19 +1466,21 @@ impl CustodyStore for LmdbStore {
         let grow: u64 = ops
             .iter()
             .map(|op| match op {
-                WriteOp::Insert(r) => {
-                    r.bytes.len() as u64 + 256 + 8 * r.meta.routing.holders.len() as u64
-                }
+                WriteOp::Insert(r) => grow_of(r),
                 WriteOp::SetRoutingState(b) => b.len() as u64 + 64,
                 _ => 64,
             })
             .sum();
-        self.write(grow, |txn, dbs| {
+        self.write(grow, |txn, dbs, files| {
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
                 out.push(match op {
-                    WriteOp::Insert(r) => WriteOutcome::Inserted(self.insert_in(txn, dbs, r)?),
-                    WriteOp::Remove(id) => WriteOutcome::Removed(self.remove_in(txn, dbs, id)?),
+                    WriteOp::Insert(r) => {
+                        WriteOutcome::Inserted(self.insert_in(txn, dbs, files, r)?)
+                    }
+                    WriteOp::Remove(id) => {
+                        WriteOutcome::Removed(self.remove_in(txn, dbs, files, id)?)
+                    }
                     WriteOp::Update(id, edit) => {
                         match self.update_in(txn, dbs, id, &mut |r| edit.apply(r))? {
                             Updated::Ok(r) => WriteOutcome::Updated(Some(r)),
@@ -1254,7 +1517,7 @@ impl CustodyStore for LmdbStore {
         let limit = page_limit(limit)?;
         let err = self.err();
         let end = seen_key(t, &BundleId([0; 32]));
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, _| {
             let mut keys = Vec::new();
             for entry in dbs
                 .seen
@@ -1292,7 +1555,7 @@ impl CustodyStore for LmdbStore {
             ));
         }
         let map_size = self.map_size;
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, _| {
             let start = get_u64(&dbs.state, txn, K_NEXT_SEQ)?.unwrap_or(1);
             let end = start.checked_add(n).ok_or(StoreError::SequenceExhausted)?;
             put_u64(&dbs.state, txn, K_NEXT_SEQ, end, map_size)?;
@@ -1351,7 +1614,7 @@ impl CustodyStore for LmdbStore {
     fn discard_quarantined(&self, insertion: u64) -> Result<bool, StoreError> {
         let map_size = self.map_size;
         let err = self.err();
-        self.write(0, |txn, dbs| {
+        self.write(0, |txn, dbs, files| {
             let key = slot_key(insertion);
             let Some(raw) = dbs.quarantine.get(txn, &key).map_err(&err)? else {
                 return Ok(false);
@@ -1361,6 +1624,8 @@ impl CustodyStore for LmdbStore {
                 Err(_) => (raw.len() as u64, None),
             };
             dbs.quarantine.delete(txn, &key).map_err(&err)?;
+            // Its payload file, if it had one, goes with it.
+            files.doom(insertion);
             let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
             put_u64(
                 &dbs.state,
@@ -1548,7 +1813,10 @@ mod tests {
         assert_eq!(q[0].insertion, 2);
         let raw = s.quarantined_raw(2).unwrap().unwrap();
         assert_eq!(raw.meta, b"\x01garbage that is not a record");
-        assert_eq!(decode_blob(&raw.blob).unwrap(), &[2u8; 102][..]);
+        assert_eq!(
+            decode_blob(&raw.blob).unwrap(),
+            Blob::Inline(&[2u8; 102][..])
+        );
         // Counted out of the store, into quarantine; exactly (the blob was intact).
         let after = s.stats().unwrap();
         assert_eq!(after.count, before.count - 1);
@@ -1869,18 +2137,214 @@ mod tests {
         );
     }
 
+    fn big_cfg() -> StoreConfig {
+        StoreConfig {
+            max_bytes: 64 << 20,
+            ..cfg()
+        }
+    }
+
+    fn big(n: u8, len: usize) -> NewRecord {
+        let mut r = rec(n, NODE_A, None);
+        r.bytes = (0..len).map(|i| (i as u8) ^ n).collect();
+        r
+    }
+
+    fn payload_files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir.join(PAYLOAD_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn large_bundles_live_in_payload_files_that_go_with_their_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        let (a, b) = (big(1, FILE_MIN), big(2, FILE_MIN + 4321));
+        s.insert_batch(&[a.clone(), rec(3, NODE_A, None), big(4, FILE_MIN - 1)])
+            .unwrap();
+        s.apply_batch(&[WriteOp::Insert(b.clone())]).unwrap();
+        // Insertions 1 and 4 are at least FILE_MIN long; 3 just under stays in LMDB.
+        assert_eq!(
+            payload_files(dir.path()),
+            [format!("{:016x}", 1), format!("{:016x}", 4)]
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(dir.path().join(PAYLOAD_DIR)), 0o700);
+            assert_eq!(mode(payload_path(&dir.path().join(PAYLOAD_DIR), 1)), 0o600);
+        }
+        assert_eq!(s.get(&id(1)).unwrap().unwrap().bytes, a.bytes);
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, b.bytes);
+        assert_eq!(s.get(&id(4)).unwrap().unwrap().bytes.len(), FILE_MIN - 1);
+        assert_eq!(
+            s.get_info(&id(2)).unwrap().unwrap().size,
+            b.bytes.len() as u64
+        );
+        let total = (2 * FILE_MIN + 4321 + FILE_MIN - 1 + 103) as u64;
+        assert_eq!(s.stats().unwrap().bytes, total);
+        // Reopened: the same.
+        drop(s);
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        assert_eq!(s.get(&id(2)).unwrap().unwrap().bytes, b.bytes);
+        assert_eq!(payload_files(dir.path()).len(), 2);
+        // Removed, expired or through a batch: the file goes once committed.
+        assert!(s.remove(&id(1)).unwrap());
+        assert_eq!(payload_files(dir.path()), [format!("{:016x}", 4)]);
+        s.apply_batch(&[WriteOp::Remove(id(2))]).unwrap();
+        assert!(payload_files(dir.path()).is_empty());
+        assert_eq!(s.get(&id(2)).unwrap(), None);
+        let mut c = big(5, FILE_MIN);
+        c.meta.expires_at = Some(10);
+        s.insert(&c).unwrap();
+        assert_eq!(payload_files(dir.path()).len(), 1);
+        assert_eq!(s.purge_expired(11, 10).unwrap(), vec![id(5)]);
+        assert!(payload_files(dir.path()).is_empty());
+        assert_eq!(s.stats().unwrap().bytes, (FILE_MIN - 1 + 103) as u64);
+        // Inserted and removed in one transaction: no file is left.
+        s.apply_batch(&[WriteOp::Insert(big(6, FILE_MIN)), WriteOp::Remove(id(6))])
+            .unwrap();
+        assert!(payload_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_failed_transaction_leaves_no_payload_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        // The routing state is checked after the insert wrote its file.
+        let bad_state = vec![0u8; crate::MAX_ROUTING_STATE + 1];
+        let out = s.apply_batch(&[
+            WriteOp::Insert(big(1, FILE_MIN)),
+            WriteOp::SetRoutingState(bad_state),
+        ]);
+        assert!(out.is_err());
+        assert!(payload_files(dir.path()).is_empty());
+        assert_eq!(s.get(&id(1)).unwrap(), None);
+        // The insertion number is used again, and its file written afresh.
+        s.insert(&big(2, FILE_MIN + 1)).unwrap();
+        assert_eq!(payload_files(dir.path()), [format!("{:016x}", 1)]);
+        assert_eq!(
+            s.get(&id(2)).unwrap().unwrap().bytes,
+            big(2, FILE_MIN + 1).bytes
+        );
+        // Over quota: refused before anything is written.
+        let small_dir = tempfile::tempdir().unwrap();
+        let small = LmdbStore::open(small_dir.path(), cfg()).unwrap();
+        assert!(matches!(
+            small.insert(&big(3, FILE_MIN + 1)),
+            Err(StoreError::StoreFull { .. })
+        ));
+        assert!(payload_files(small.path()).is_empty());
+    }
+
+    #[test]
+    fn files_without_a_record_are_deleted_on_open_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        s.insert(&big(1, FILE_MIN)).unwrap();
+        drop(s);
+        // What a crash between a file's write and the commit leaves.
+        let payloads = dir.path().join(PAYLOAD_DIR);
+        fs::write(payloads.join(format!("{:016x}", 2)), b"half a bundle").unwrap();
+        fs::write(payloads.join(format!("{:016x}", 77)), b"x").unwrap();
+        fs::write(payloads.join("notes.txt"), b"not ours").unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        assert_eq!(
+            payload_files(dir.path()),
+            [format!("{:016x}", 1), "notes.txt".to_owned()]
+        );
+        assert_eq!(
+            s.get(&id(1)).unwrap().unwrap().bytes,
+            big(1, FILE_MIN).bytes
+        );
+        // The next insert takes insertion 2 and writes its own file.
+        s.insert(&big(2, FILE_MIN)).unwrap();
+        assert_eq!(
+            s.get(&id(2)).unwrap().unwrap().bytes,
+            big(2, FILE_MIN).bytes
+        );
+    }
+
+    #[test]
+    fn a_damaged_or_missing_payload_file_quarantines_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        for n in 1..=3 {
+            s.insert(&big(n, FILE_MIN)).unwrap();
+        }
+        let payloads = dir.path().join(PAYLOAD_DIR);
+        let file = |n: u64| payloads.join(format!("{n:016x}"));
+        // One byte changed, one file cut short, one gone.
+        let mut bytes = fs::read(file(1)).unwrap();
+        bytes[1000] ^= 0x40;
+        fs::write(file(1), &bytes).unwrap();
+        fs::write(file(2), &bytes[..10]).unwrap();
+        fs::remove_file(file(3)).unwrap();
+        for (n, reason) in [
+            (1, "checksum mismatch"),
+            (2, "10 bytes where the record says"),
+            (3, "payload file missing"),
+        ] {
+            match s.get(&id(n)) {
+                Err(StoreError::Quarantined { reason: r, .. }) => {
+                    assert!(r.contains(reason), "{n}: {r}")
+                }
+                other => panic!("{n}: {other:?}"),
+            }
+        }
+        let q = s.quarantined(None, 10).unwrap();
+        assert_eq!(q.len(), 3);
+        assert_eq!(s.stats().unwrap().bytes, 0);
+        // A quarantined record keeps its file (for inspection) across reopening...
+        drop(s);
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        assert!(file(1).exists() && file(2).exists());
+        // ...until it is discarded.
+        assert!(s.discard_quarantined(1).unwrap());
+        assert!(!file(1).exists());
+        assert!(s.discard_quarantined(3).unwrap());
+        // A fresh copy can be stored again.
+        s.insert(&big(1, FILE_MIN)).unwrap();
+        assert_eq!(
+            s.get(&id(1)).unwrap().unwrap().bytes,
+            big(1, FILE_MIN).bytes
+        );
+    }
+
+    #[test]
+    fn a_version_1_store_opens_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+            s.insert(&rec(1, NODE_A, None)).unwrap();
+            clobber(&s, s.dbs.state, K_FORMAT, &1u64.to_be_bytes());
+        }
+        fs::remove_dir(dir.path().join(PAYLOAD_DIR)).unwrap();
+        let s = LmdbStore::open(dir.path(), cfg()).unwrap();
+        let rtxn = s.env.read_txn().unwrap();
+        assert_eq!(get_u64(&s.dbs.state, &rtxn, K_FORMAT).unwrap(), Some(2));
+        drop(rtxn);
+        assert!(dir.path().join(PAYLOAD_DIR).is_dir());
+        assert_eq!(s.get(&id(1)).unwrap().unwrap().bytes, vec![1; 101]);
+    }
+
     #[test]
     fn newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = LmdbStore::open(dir.path(), cfg()).unwrap();
-            clobber(&s, s.dbs.state, K_FORMAT, &2u64.to_be_bytes());
+            clobber(&s, s.dbs.state, K_FORMAT, &3u64.to_be_bytes());
         }
         assert!(matches!(
             LmdbStore::open(dir.path(), cfg()),
             Err(StoreError::UnsupportedFormat {
-                found: 2,
-                supported: 1
+                found: 3,
+                supported: 2
             })
         ));
     }

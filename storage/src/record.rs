@@ -4,6 +4,7 @@
 //! ```text
 //! meta record   = version:u8 (=1) postcard(MetaV1) crc32:u32-le   ; CRC over everything before it
 //! bundle blob   = version:u8 (=1) crc32:u32-le bytes               ; CRC over `bytes`
+//!               | version:u8 (=2) crc32:u32-le len:u64-le         ; bytes in a payload file
 //! quarantine    = version:u8 (=1) postcard(QuarantineV1) meta_raw blob_raw
 //! ```
 //!
@@ -22,8 +23,13 @@ use crate::types::{BundleMeta, CustodyState, RecordInfo, RoutingMeta, MAX_HOLDER
 
 /// Version byte of metadata records.
 pub const META_VERSION: u8 = 1;
-/// Version byte of bundle blobs.
+/// Version byte of bundle blobs that hold the bundle bytes.
 pub const BLOB_VERSION: u8 = 1;
+/// Version byte of bundle blobs whose bytes are in a payload file of the store
+/// (see [`crate::LmdbStore`]): the blob keeps their CRC and length.
+pub const BLOB_FILE_VERSION: u8 = 2;
+/// Length of a blob that refers to a payload file.
+pub const BLOB_FILE_LEN: usize = 13;
 /// Version byte of quarantine entries.
 pub const QUARANTINE_VERSION: u8 = 1;
 /// Longest quarantine reason kept.
@@ -212,20 +218,75 @@ pub fn encode_blob(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decodes a bundle blob, returning the bundle bytes it frames.
-pub fn decode_blob(raw: &[u8]) -> Result<&[u8], RecordError> {
-    if raw.len() < 5 {
+/// What a bundle blob holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blob<'a> {
+    /// The bundle bytes themselves (their CRC checked).
+    Inline(&'a [u8]),
+    /// A reference to a payload file: the CRC and length its bytes must have.
+    File {
+        /// CRC-32 of the bundle bytes.
+        crc: u32,
+        /// Length of the bundle bytes.
+        len: u64,
+    },
+}
+
+impl Blob<'_> {
+    /// Length of the bundle bytes the blob stands for.
+    pub fn bundle_len(&self) -> u64 {
+        match self {
+            Blob::Inline(b) => b.len() as u64,
+            Blob::File { len, .. } => *len,
+        }
+    }
+}
+
+/// Encodes a blob that refers to a payload file holding `bytes`.
+pub fn encode_file_blob(bytes: &[u8]) -> [u8; BLOB_FILE_LEN] {
+    let mut out = [0u8; BLOB_FILE_LEN];
+    out[0] = BLOB_FILE_VERSION;
+    out[1..5].copy_from_slice(&crc(bytes).to_le_bytes());
+    out[5..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out
+}
+
+/// Whether `bytes` are what a file blob with `crc` and `len` stands for.
+pub fn file_bytes_match(bytes: &[u8], crc_expected: u32, len: u64) -> bool {
+    bytes.len() as u64 == len && crc(bytes) == crc_expected
+}
+
+/// Decodes a bundle blob: the bundle bytes it frames (their CRC checked), or the
+/// payload-file reference it holds.
+pub fn decode_blob(raw: &[u8]) -> Result<Blob<'_>, RecordError> {
+    let Some((&version, rest)) = raw.split_first() else {
+        return Err(RecordError::Truncated(0));
+    };
+    let Some((c, rest)) = rest.split_first_chunk::<4>() else {
         return Err(RecordError::Truncated(raw.len()));
+    };
+    let stored = u32::from_le_bytes(*c);
+    match version {
+        BLOB_VERSION => {
+            if crc(rest) != stored {
+                return Err(RecordError::Checksum);
+            }
+            Ok(Blob::Inline(rest))
+        }
+        BLOB_FILE_VERSION => {
+            let Some((len, extra)) = rest.split_first_chunk::<8>() else {
+                return Err(RecordError::Truncated(raw.len()));
+            };
+            if !extra.is_empty() {
+                return Err(RecordError::TrailingBytes(extra.len()));
+            }
+            Ok(Blob::File {
+                crc: stored,
+                len: u64::from_le_bytes(*len),
+            })
+        }
+        v => Err(RecordError::UnsupportedVersion(v)),
     }
-    if raw[0] != BLOB_VERSION {
-        return Err(RecordError::UnsupportedVersion(raw[0]));
-    }
-    let stored = u32::from_le_bytes([raw[1], raw[2], raw[3], raw[4]]);
-    let bytes = &raw[5..];
-    if crc(bytes) != stored {
-        return Err(RecordError::Checksum);
-    }
-    Ok(bytes)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,7 +526,29 @@ mod tests {
         fn blob_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let enc = encode_blob(&bytes);
             prop_assert_eq!(enc.len(), blob_len(bytes.len()));
-            prop_assert_eq!(decode_blob(&enc).unwrap(), &bytes[..]);
+            prop_assert_eq!(decode_blob(&enc).unwrap(), Blob::Inline(&bytes[..]));
+            // The same bytes kept in a payload file: the blob carries their CRC and
+            // length, and any other bytes do not match it.
+            let file = encode_file_blob(&bytes);
+            let Blob::File { crc, len } = decode_blob(&file).unwrap() else {
+                panic!("a file blob decodes as a file blob");
+            };
+            prop_assert!(file_bytes_match(&bytes, crc, len));
+            let mut other = bytes.clone();
+            other.push(0);
+            prop_assert!(!file_bytes_match(&other, crc, len));
+            if let Some(b) = other.first_mut() {
+                *b ^= 1;
+                other.pop();
+                prop_assert!(!file_bytes_match(&other, crc, len));
+            }
+        }
+
+        #[test]
+        fn file_blobs_of_the_wrong_length_are_refused(raw in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let mut blob = vec![BLOB_FILE_VERSION];
+            blob.extend_from_slice(&raw);
+            prop_assert_eq!(decode_blob(&blob).is_ok(), blob.len() == BLOB_FILE_LEN);
         }
 
         #[test]

@@ -1,7 +1,10 @@
-//! Crash test: a child process inserts into an `LmdbStore` (singles and batches) and
+//! Crash test: a child process inserts into an `LmdbStore` (singles and batches, one
+//! record in 16 large enough for a payload file), removes some large records, and
 //! reserves sequence numbers, printing each only after the call returned `Ok`; the
 //! parent SIGKILLs it at random moments, reopens the store and checks that nothing
-//! acknowledged was lost, that every batch is all-or-nothing, and that no sequence
+//! acknowledged was lost, that nothing acknowledged as removed came back, that every
+//! batch is all-or-nothing, that exactly the stored large records have payload files
+//! (no file left behind by a killed transaction or removal), and that no sequence
 //! number was ever handed out twice.
 //!
 //! The child is this same test binary, re-executed with a filter for this test and
@@ -10,7 +13,7 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::ops::Range;
 use std::process::{Command, Stdio};
@@ -20,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{id_of, payload, splitmix};
 use ferry_core::{BundleId, Destination, NodeHash, Priority};
+use ferry_storage::lmdb::FILE_MIN;
 use ferry_storage::{
     BundleMeta, CustodyStore, LmdbStore, NewRecord, RoutingMeta, StoreConfig, StoreError,
 };
@@ -32,16 +36,21 @@ const TIME_BUDGET: Duration = Duration::from_secs(40);
 
 fn config() -> StoreConfig {
     StoreConfig {
-        max_bytes: 256 << 20,
+        max_bytes: 1 << 30,
         max_count: 1_000_000,
         map_size: None,
     }
 }
 
+/// Whether record `n` of a run is large (kept in a payload file).
+fn large(n: u64) -> bool {
+    n % 16 == 5
+}
+
 /// Record `n` of run `run`: id, bytes and metadata all derived from (run, n).
 fn record(run: u64, n: u64) -> NewRecord {
     let id = id_of(run + 1, n);
-    let len = 64 + usize::from(id.0[0]) * 8;
+    let len = usize::from(id.0[0]) * 8 + if large(n) { FILE_MIN } else { 64 };
     NewRecord {
         id,
         bytes: payload(&id, len),
@@ -64,9 +73,10 @@ fn hex(id: &BundleId) -> String {
     id.to_string()
 }
 
-/// The child: insert and reserve until killed. Lines:
+/// The child: insert, remove and reserve until killed. Lines:
 /// `TRY run first len` before a batch, `ACK id` for each record after it returned Ok,
-/// `SEQ start end` after a reservation returned Ok.
+/// `DEL id` before a removal, `REM id` after it returned Ok, `SEQ start end` after a reservation returned
+/// Ok.
 fn child(dir: &str, run: u64) -> Result<(), StoreError> {
     let store = LmdbStore::open(dir, config())?;
     // Half the runs with data-file pre-allocation, which must not change durability.
@@ -102,6 +112,15 @@ fn child(dir: &str, run: u64) -> Result<(), StoreError> {
         for r in &recs {
             say(format!("ACK {}", hex(&r.id)));
         }
+        // Every other large record is removed again (its payload file must go).
+        for (k, r) in (n..n + len).zip(&recs) {
+            if large(k) && k % 32 == 5 {
+                say(format!("DEL {}", hex(&r.id)));
+                if store.remove(&r.id)? {
+                    say(format!("REM {}", hex(&r.id)));
+                }
+            }
+        }
         n += len;
     }
     Ok(())
@@ -109,6 +128,8 @@ fn child(dir: &str, run: u64) -> Result<(), StoreError> {
 
 struct ChildOutput {
     acked: Vec<String>,
+    removing: Vec<String>,
+    removed: Vec<String>,
     tries: Vec<(u64, u64, u64)>,
     seqs: Vec<Range<u64>>,
 }
@@ -116,6 +137,8 @@ struct ChildOutput {
 fn parse(lines: &[String]) -> ChildOutput {
     let mut out = ChildOutput {
         acked: Vec::new(),
+        removing: Vec::new(),
+        removed: Vec::new(),
         tries: Vec::new(),
         seqs: Vec::new(),
     };
@@ -123,6 +146,8 @@ fn parse(lines: &[String]) -> ChildOutput {
         let f: Vec<&str> = l.split_whitespace().collect();
         match f.as_slice() {
             ["ACK", id] => out.acked.push((*id).to_owned()),
+            ["DEL", id] => out.removing.push((*id).to_owned()),
+            ["REM", id] => out.removed.push((*id).to_owned()),
             ["TRY", run, first, len] => out.tries.push((
                 run.parse().unwrap(),
                 first.parse().unwrap(),
@@ -152,6 +177,8 @@ fn sigkill_loses_no_acknowledged_write() {
     let started = Instant::now();
     let mut rng = splitmix(u64::from(std::process::id()) ^ started.elapsed().as_nanos() as u64);
     let mut acked: HashMap<String, u64> = HashMap::new();
+    let mut removed: HashSet<String> = HashSet::new();
+    let mut most_files = 0;
     let mut tries = Vec::new();
     let mut seqs: Vec<Range<u64>> = Vec::new();
     let mut kills = 0;
@@ -212,6 +239,13 @@ fn sigkill_loses_no_acknowledged_write() {
         for a in out.acked {
             acked.insert(a, run);
         }
+        // A removal the kill cut short may or may not have happened.
+        for r in out.removing {
+            acked.remove(&r);
+        }
+        for r in out.removed {
+            removed.insert(r);
+        }
         tries.extend(out.tries);
         seqs.extend(out.seqs);
 
@@ -231,16 +265,32 @@ fn sigkill_loses_no_acknowledged_write() {
             assert_eq!(got.bytes, want.bytes, "bytes of {hex_id}");
             assert_eq!(got.info.meta, want.meta, "metadata of {hex_id}");
         }
-        // Every batch is all or nothing, acknowledged or not.
-        for &(r, first, len) in &tries {
-            let present = (first..first + len)
-                .filter(|&k| store.contains(&record(r, k).id).unwrap())
-                .count() as u64;
+        for hex_id in &removed {
+            let id: BundleId = hex_id.parse().unwrap();
             assert!(
-                present == 0 || present == len,
-                "batch run {r} first {first}: {present} of {len} records present"
+                !store.contains(&id).unwrap(),
+                "{hex_id} came back after its removal was acknowledged"
             );
         }
+        // Every batch is all or nothing, acknowledged or not (a removal after the
+        // batch may have taken one large record out).
+        let mut large_stored = 0;
+        for &(r, first, len) in &tries {
+            let stored: Vec<u64> = (first..first + len)
+                .filter(|&k| store.contains(&record(r, k).id).unwrap())
+                .collect();
+            let present = stored.len() as u64;
+            let removable = (first..first + len).filter(|&k| k % 32 == 5).count() as u64;
+            assert!(
+                present == 0 || (len - removable..=len).contains(&present),
+                "batch run {r} first {first}: {present} of {len} records present"
+            );
+            large_stored += stored.iter().filter(|&&k| large(k)).count();
+        }
+        // Exactly the stored large records have payload files.
+        let files = std::fs::read_dir(path.join("payloads")).unwrap().count();
+        assert_eq!(files, large_stored, "payload files after kill {kills}");
+        most_files = most_files.max(files);
         drop(store);
     }
 
@@ -259,9 +309,11 @@ fn sigkill_loses_no_acknowledged_write() {
     #[allow(clippy::print_stderr)]
     {
         eprintln!(
-            "{kills} kills in {:?}: {} acknowledged records, {} batches tried, {} reservations",
+            "{kills} kills in {:?}: {} acknowledged records, {} removals, {} batches tried, \
+             {} reservations",
             started.elapsed(),
             acked.len(),
+            removed.len(),
             tries.len(),
             seqs.len()
         );
@@ -272,4 +324,6 @@ fn sigkill_loses_no_acknowledged_write() {
         "too few runs acknowledged anything ({runs_with_acks} of {kills})"
     );
     assert!(!seqs.is_empty());
+    assert!(most_files > 0, "no payload file was ever written");
+    assert!(!removed.is_empty(), "no large record was ever removed");
 }

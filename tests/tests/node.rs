@@ -76,34 +76,63 @@ fn store_carry_forward_between_nodes_never_up_together() {
     db.stop();
 }
 
-#[test]
-fn custody_survives_sigkill_and_delivers_exactly_once() {
+/// B is SIGKILLed right after it acknowledged custody of a bundle of `len` bytes; once
+/// restarted it still delivers to C, exactly once.
+fn custody_under_sigkill(len: usize, seed: u8) -> (tempfile::TempDir, TestNode, TestNode) {
     let (dir, a, b, c) = relay_trio();
 
     let db = b.start();
     let da = a.start();
     assert!(wait_until(SETTLE, || b.links() == 1));
-    let data = payload(2_000, 3);
+    let data = payload(len, seed);
     let id = a.send(&c.node.id, &["--lifetime", "1h"], &data);
     // B lists the bundle only once it is committed, i.e. when it acknowledges custody.
     assert!(wait_until(SETTLE, || b.stored_ids().contains(&id)));
+    let b_files = || ferry_tests::nodes::list_dir(&b.node.home.join("store").join("payloads"));
+    let in_file = len >= ferry_storage::lmdb::FILE_MIN;
+    assert_eq!(b_files().len(), usize::from(in_file), "{:?}", b_files());
     db.kill();
     da.stop();
 
     let db = b.start();
     assert!(b.stored_ids().contains(&id), "custody lost across SIGKILL");
+    assert_eq!(b_files().len(), usize::from(in_file), "{:?}", b_files());
     let dc = c.start();
     let inbox = dir.path().join("c-in");
     let got = c.recv(30, &inbox);
     assert_eq!(got.len(), 1, "{}", dc.log_text());
     assert_eq!(got[0].0, id);
     assert!(got[0].1 == data);
+    // B releases its copy once C's receipt reaches it.
+    assert!(
+        wait_until(SETTLE, || !b.stored_ids().contains(&id)),
+        "B kept the bundle after the receipt:\n{}",
+        db.log_text()
+    );
     // Exactly once: nothing else arrives, even after another contact.
     dc.stop();
     let dc = c.start();
     assert!(c.recv(3, &inbox).is_empty());
     dc.stop();
     db.stop();
+    (dir, b, c)
+}
+
+#[test]
+fn custody_survives_sigkill_and_delivers_exactly_once() {
+    custody_under_sigkill(2_000, 3);
+}
+
+/// The same with a 3 MiB bundle, which the stores keep in a payload file beside LMDB
+/// (`store/payloads/`): the file is committed with the record, survives the kill, and
+/// goes when the record does.
+#[test]
+fn a_large_bundle_survives_sigkill_in_its_payload_file() {
+    let (_dir, b, c) = custody_under_sigkill(3 << 20, 4);
+    for n in [&b, &c] {
+        let files = ferry_tests::nodes::list_dir(&n.node.home.join("store").join("payloads"));
+        assert!(files.is_empty(), "payload files left: {files:?}");
+    }
 }
 
 #[test]
