@@ -147,6 +147,19 @@ pub struct Opened {
     pub payload: Vec<u8>,
 }
 
+/// A bundle opened in its own buffer ([`Keyring::open_verified_in_place`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OpenedInPlace {
+    /// Payload kind.
+    pub kind: PayloadKind,
+    /// Service endpoint (`None`: default).
+    pub endpoint: Option<String>,
+    /// The bundle's buffer, its payload decrypted.
+    pub bytes: Vec<u8>,
+    /// Where the payload is in `bytes`.
+    pub payload: std::ops::Range<usize>,
+}
+
 /// What [`Keyring::open_head_verified`] learns of a bundle addressed here without
 /// decrypting its payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -584,6 +597,26 @@ impl Keyring {
     /// instead of a copy of them: for a large payload read back from the store,
     /// one buffer instead of two.
     pub fn open_verified_owned(&self, bundle: Bundle) -> Result<Opened, OpenError> {
+        let OpenedInPlace {
+            kind,
+            endpoint,
+            mut bytes,
+            payload,
+        } = self.open_verified_in_place(bundle)?;
+        bytes.truncate(payload.end);
+        bytes.drain(..payload.start);
+        Ok(Opened {
+            kind,
+            endpoint,
+            payload: bytes,
+        })
+    }
+
+    /// [`Keyring::open_verified_owned`] that leaves the decrypted payload where it
+    /// is in the bundle's buffer (`bytes[payload]`) instead of moving it to the
+    /// front: a caller that can send a slice (an HTTP body, a WebSocket message)
+    /// saves a pass over a large payload.
+    pub fn open_verified_in_place(&self, bundle: Bundle) -> Result<OpenedInPlace, OpenError> {
         let realm = self
             .realm_of(bundle.header().realm_tag)
             .ok_or(OpenError::ForeignRealm)?;
@@ -601,12 +634,11 @@ impl Keyring {
             )
             .map_err(|_| OpenError::Decrypt)?;
         let (kind, endpoint, start) = parse_prefix(&bytes[ct.start..body_end])?;
-        bytes.truncate(body_end);
-        bytes.drain(..ct.start + start);
-        Ok(Opened {
+        Ok(OpenedInPlace {
             kind,
             endpoint,
-            payload: bytes,
+            bytes,
+            payload: ct.start + start..body_end,
         })
     }
 

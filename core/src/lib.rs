@@ -42,7 +42,8 @@ pub use bundle::{
     Priority, DEFAULT_HOP_LIMIT, DEFAULT_MAX_BUNDLE_BYTES, SIG_CONTEXT, SIG_MESSAGE_LEN, VERSION,
 };
 pub use crypto::{
-    verify, verify_many, Keyring, OpenError, Opened, OpenedHead, Recipient, SealError, SealParams,
+    verify, verify_many, Keyring, OpenError, Opened, OpenedHead, OpenedInPlace, Recipient,
+    SealError, SealParams,
 };
 pub use id::{BundleId, IdParseError, NodeHash, NodeId};
 pub use identity::{Identity, KeyFileError};

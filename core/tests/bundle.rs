@@ -391,6 +391,10 @@ proptest! {
         prop_assert_eq!(head.payload_len, payload.len());
         let owned = b.open_verified_owned(decoded.clone()).unwrap();
         prop_assert_eq!(&owned, &opened);
+        let in_place = b.open_verified_in_place(decoded.clone()).unwrap();
+        prop_assert_eq!(in_place.kind, opened.kind);
+        prop_assert_eq!(&in_place.endpoint, &opened.endpoint);
+        prop_assert_eq!(&in_place.bytes[in_place.payload.clone()], &payload[..]);
         prop_assert_eq!(opened.payload, payload);
         prop_assert_eq!(opened.endpoint, endpoint);
     }

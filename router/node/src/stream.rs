@@ -230,7 +230,7 @@ async fn push(
                 "size": payload.len(),
             });
             if out.send(text(meta)).await.is_err()
-                || out.send(Message::Binary(payload.into())).await.is_err()
+                || out.send(Message::Binary(payload)).await.is_err()
             {
                 return;
             }
