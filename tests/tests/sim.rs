@@ -104,6 +104,59 @@ fn compare_prints_each_policy_and_writes_a_chart() {
     assert!(chart.starts_with("<svg") && chart.contains("direct"));
 }
 
+/// Policies run side by side (`--jobs`) give the reports they give one at a time,
+/// in the order asked; a policy that does not exist fails before anything runs.
+#[test]
+fn compare_runs_policies_in_parallel_with_the_same_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = scenario(dir.path());
+    let compare = |jobs: &str| {
+        Ferry::new([
+            "sim",
+            "compare",
+            "--policies",
+            "direct,epidemic,prophet,spray-and-wait",
+            "--format",
+            "json",
+            "--jobs",
+            jobs,
+        ])
+        .arg_path(&path)
+        .run()
+        .success()
+        .stdout_text()
+    };
+    let one = compare("1");
+    assert_eq!(one, compare("4"));
+    assert_eq!(one, compare("2"));
+    let v: serde_json::Value = serde_json::from_str(&one).expect("json");
+    let names: Vec<&str> = v
+        .as_array()
+        .expect("an array of reports")
+        .iter()
+        .map(|r| r["policy"].as_str().expect("policy"))
+        .collect();
+    assert_eq!(names, ["direct", "epidemic", "prophet", "spray-and-wait:8"]);
+
+    Ferry::new([
+        "sim",
+        "compare",
+        "--policies",
+        "epidemic,nonsense",
+        "--jobs",
+        "2",
+    ])
+    .arg_path(&path)
+    .run()
+    .failure_with("nonsense");
+    // A usage error (exit 2, as for every bad argument).
+    let zero = Ferry::new(["sim", "compare", "--jobs", "0"])
+        .arg_path(&path)
+        .run();
+    assert_eq!(zero.code(), Some(2));
+    assert!(zero.stdout_text().is_empty());
+}
+
 #[test]
 fn bad_scenarios_and_traces_are_one_line_errors() {
     let dir = tempfile::tempdir().expect("tempdir");

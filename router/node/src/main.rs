@@ -206,6 +206,10 @@ enum SimCmd {
         /// Also write an SVG chart (delivery ratio and latency per policy) here.
         #[arg(long, value_name = "FILE")]
         svg: Option<PathBuf>,
+        /// Policies simulated at the same time (default: one per CPU). Each run
+        /// holds its own copy of every node's state: lower it if memory is short.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
     },
 }
 
@@ -471,6 +475,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 policies: policy.map(|p| vec![p]),
                 format,
                 svg,
+                jobs: None,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -479,12 +484,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             policies,
             format,
             svg,
+            jobs,
         }) => {
             sim::run(&sim::SimArgs {
                 scenario,
                 policies: Some(sim::parse_policies(&policies)?),
                 format,
                 svg,
+                jobs: jobs.map(usize::from),
             })?;
             Ok(ExitCode::SUCCESS)
         }

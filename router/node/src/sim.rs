@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use ferry_sim::report::{compare_text, Report};
@@ -30,6 +32,8 @@ pub struct SimArgs {
     pub format: Format,
     /// Also write an SVG chart here.
     pub svg: Option<PathBuf>,
+    /// Policies run at the same time (`None`: one per CPU, at most one per policy).
+    pub jobs: Option<usize>,
 }
 
 fn load(path: &Path) -> Result<(Scenario, PathBuf)> {
@@ -54,35 +58,58 @@ pub fn run(args: &SimArgs) -> Result<()> {
         );
     }
     let policies: Vec<String> = match &args.policies {
-        Some(p) => p.clone(),
+        Some(p) => p.iter().map(|p| p.trim().to_owned()).collect(),
         None => vec![scenario.routing.policy.clone()],
     };
-    let mut reports: Vec<Report> = Vec::new();
-    for (i, policy) in policies.iter().enumerate() {
+    // Every policy is checked before any runs.
+    let mut runs = Vec::with_capacity(policies.len());
+    for policy in &policies {
         let mut s = scenario.clone();
-        s.routing.policy = policy.trim().to_owned();
+        s.routing.policy.clone_from(policy);
         let config = s
             .policy_config()
             .with_context(|| format!("policy `{policy}`"))?;
-        let label = format!("ferry: [{}/{}] {}", i + 1, policies.len(), s.routing.policy);
-        let mut progress = |t: u64, end: u64| {
-            if show {
-                eprint!(
-                    "\r{label} ... {}%",
-                    (t * 100).checked_div(end).unwrap_or(100)
-                );
-            }
-        };
-        let (report, _) =
-            ferry_sim::run::run_observed(&s, config, &contacts, &messages, &mut progress)
-                .with_context(|| format!("running `{policy}`"))?;
-        if show {
-            eprintln!(
-                "\r{label}: delivered {}/{} ({} events)   ",
-                report.delivered, report.created, report.events
-            );
+        runs.push((s, config));
+    }
+    let jobs = jobs_for(args.jobs, runs.len());
+    let progress = Progress::new(&policies, show);
+    // Runs are independent and seeded: their reports do not depend on how many run
+    // at once. Each is taken by the next free worker, in order.
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Report>>>> =
+        runs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((s, config)) = runs.get(i) else {
+                    return;
+                };
+                let mut on_progress = |t: u64, end: u64| progress.set(i, t, end);
+                let result = ferry_sim::run::run_observed(
+                    s,
+                    config.clone(),
+                    &contacts,
+                    &messages,
+                    &mut on_progress,
+                )
+                .map(|(report, _)| report)
+                .with_context(|| format!("running `{}`", s.routing.policy));
+                if let Ok(r) = &result {
+                    progress.done(i, r);
+                }
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(result);
+                }
+            });
         }
-        reports.push(report);
+    });
+    let mut reports: Vec<Report> = Vec::with_capacity(results.len());
+    for (slot, policy) in results.into_iter().zip(&policies) {
+        match slot.into_inner().ok().flatten() {
+            Some(r) => reports.push(r?),
+            None => bail!("the run of `{policy}` stopped without a report"),
+        }
     }
     let mut out = std::io::stdout().lock();
     match args.format {
@@ -108,6 +135,74 @@ pub fn run(args: &SimArgs) -> Result<()> {
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// How many runs go at once: `asked`, or one per CPU; never more than `runs`.
+fn jobs_for(asked: Option<usize>, runs: usize) -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    asked.unwrap_or(cpus).clamp(1, runs.max(1))
+}
+
+/// The progress line of the runs under way (on a terminal only).
+struct Progress {
+    show: bool,
+    labels: Vec<String>,
+    /// Percent done per run; `None` until it starts.
+    percent: Mutex<Vec<Option<u64>>>,
+}
+
+impl Progress {
+    fn new(policies: &[String], show: bool) -> Self {
+        Self {
+            show,
+            labels: policies.to_vec(),
+            percent: Mutex::new(vec![None; policies.len()]),
+        }
+    }
+
+    /// Run `i` is at virtual time `t` of `end`; the line is redrawn when a whole
+    /// percent changes.
+    fn set(&self, i: usize, t: u64, end: u64) {
+        if !self.show {
+            return;
+        }
+        let pc = (t * 100).checked_div(end).unwrap_or(100).min(100);
+        let Ok(mut p) = self.percent.lock() else {
+            return;
+        };
+        if p.get(i).copied().flatten() == Some(pc) {
+            return;
+        }
+        if let Some(slot) = p.get_mut(i) {
+            *slot = Some(pc);
+        }
+        let running: Vec<String> = p
+            .iter()
+            .zip(&self.labels)
+            .filter_map(|(pc, l)| pc.filter(|&x| x < 100).map(|x| format!("{l} {x}%")))
+            .collect();
+        eprint!("\rferry: {}   ", running.join(", "));
+    }
+
+    /// Run `i` finished with `report`.
+    fn done(&self, i: usize, report: &Report) {
+        if let Ok(mut p) = self.percent.lock() {
+            if let Some(slot) = p.get_mut(i) {
+                *slot = Some(100);
+            }
+        }
+        if self.show {
+            eprintln!(
+                "\rferry: [{}/{}] {}: delivered {}/{} ({} events)   ",
+                i + 1,
+                self.labels.len(),
+                self.labels.get(i).map_or("?", String::as_str),
+                report.delivered,
+                report.created,
+                report.events
+            );
+        }
+    }
 }
 
 /// Parses `--policies a,b,c`.
