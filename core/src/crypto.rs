@@ -80,10 +80,59 @@ pub struct SealParams {
     pub ephemeral: bool,
 }
 
+/// A bundle being sealed: header built, key derived, payload still to come (see
+/// [`Keyring::plan_seal`]).
+pub struct SealPlan {
+    header: Header,
+    /// Header, ciphertext length and the plaintext prefix (kind, endpoint).
+    head: Vec<u8>,
+    header_end: usize,
+    ct_start: usize,
+    payload_len: usize,
+    total: usize,
+    key: Zeroizing<[u8; 32]>,
+    created_unset: bool,
+}
+
+impl SealPlan {
+    /// Bytes that go before the payload in the buffer given to
+    /// [`Keyring::seal_planned`].
+    pub fn head_len(&self) -> usize {
+        self.head.len()
+    }
+
+    /// Length of the payload planned for.
+    pub fn payload_len(&self) -> usize {
+        self.payload_len
+    }
+
+    /// Most bytes the sealed bundle can take (its envelope included).
+    pub fn total_len(&self) -> usize {
+        self.total
+    }
+}
+
+impl std::fmt::Debug for SealPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealPlan")
+            .field("head_len", &self.head.len())
+            .field("payload_len", &self.payload_len)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Why a bundle could not be sealed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SealError {
+    /// [`Keyring::seal_planned`] got another payload length than planned.
+    #[error("payload of {got} bytes where {planned} were planned")]
+    PlanMismatch {
+        /// The planned payload length.
+        planned: usize,
+        /// What the buffer held.
+        got: usize,
+    },
     /// The realm is not one of this node's.
     #[error("this node is not in realm `{0}`")]
     UnknownRealm(String),
@@ -435,6 +484,25 @@ impl Keyring {
         payload: &[u8],
         rng: &mut R,
     ) -> Result<Bundle, SealError> {
+        let plan = self.plan_seal(params, payload.len(), rng)?;
+        let mut buf = Vec::with_capacity(plan.total);
+        buf.extend_from_slice(&plan.head);
+        buf.extend_from_slice(payload);
+        self.finish_seal(plan, buf)
+    }
+
+    /// The first half of sealing a payload of `payload_len` bytes: checks `params`,
+    /// builds the header and derives the key. [`SealPlan::head_len`] bytes go before
+    /// the payload; a caller that receives a large payload in pieces reserves them at
+    /// the front of its buffer, appends the payload behind them, and hands the buffer
+    /// to [`Keyring::seal_planned`]: the payload is encrypted where it is, without a
+    /// copy.
+    pub fn plan_seal<R: RngCore + CryptoRng>(
+        &self,
+        params: &SealParams,
+        payload_len: usize,
+        rng: &mut R,
+    ) -> Result<SealPlan, SealError> {
         let realm = self
             .realms
             .iter()
@@ -474,45 +542,87 @@ impl Keyring {
         let prefix_len = 1 + endpoint
             .as_ref()
             .map_or(0, |e| varint_len(e.len() as u64) + e.len());
-        let ct_len = prefix_len + payload.len() + AEAD_TAG_LEN;
+        let too_large = || SealError::TooLarge {
+            len: payload_len,
+            max: self.limits.max_bundle_bytes,
+        };
+        let ct_len = prefix_len
+            .checked_add(payload_len)
+            .and_then(|n| n.checked_add(AEAD_TAG_LEN))
+            .ok_or_else(too_large)?;
         let total = header.encoded_len() + varint_len(ct_len as u64) + ct_len + SIGNATURE_LEN + 3;
         if total > self.limits.max_bundle_bytes {
-            return Err(SealError::TooLarge {
-                len: payload.len(),
-                max: self.limits.max_bundle_bytes,
-            });
+            return Err(too_large());
         }
-        let mut buf = Vec::with_capacity(total);
-        header.encode_into(&mut buf);
-        let header_end = buf.len();
+        let mut head = Vec::with_capacity(total - payload_len - AEAD_TAG_LEN - SIGNATURE_LEN);
+        header.encode_into(&mut head);
+        let header_end = head.len();
 
         let key = match (&params.recipient, &eph_secret) {
             (Recipient::Node { id, .. }, None) => {
                 let pair = self.pair_secret(id).ok_or(SealError::BadRecipient)?;
-                derive_bundle_key(&pair, b"ferry v1 pair", &buf)
+                derive_bundle_key(&pair, b"ferry v1 pair", &head)
             }
             (Recipient::Node { id, .. }, Some(e)) => {
                 let peer = x25519_public_of(id).ok_or(SealError::BadRecipient)?;
                 let shared = Zeroizing::new(e.diffie_hellman(&peer).to_bytes());
                 let mut h = blake3::Hasher::new_derive_key("ferry v1 ephemeral bundle key");
                 h.update(shared.as_ref());
-                h.update(&buf);
+                h.update(&head);
                 Zeroizing::new(*h.finalize().as_bytes())
             }
             (Recipient::Group { .. }, _) => {
-                derive_bundle_key(realm.group_key(), b"ferry v1 group", &buf)
+                derive_bundle_key(realm.group_key(), b"ferry v1 group", &head)
             }
         };
 
-        put_varint(&mut buf, ct_len as u64);
-        let ct_start = buf.len();
-        encode_plaintext_prefix(params.kind, endpoint.as_deref(), &mut buf);
-        buf.extend_from_slice(payload);
+        put_varint(&mut head, ct_len as u64);
+        let ct_start = head.len();
+        encode_plaintext_prefix(params.kind, endpoint.as_deref(), &mut head);
+        Ok(SealPlan {
+            header,
+            head,
+            header_end,
+            ct_start,
+            payload_len,
+            total,
+            key,
+            created_unset: params.created.is_none(),
+        })
+    }
+
+    /// The second half of [`Keyring::plan_seal`]: `buf` holds the plan's
+    /// [`SealPlan::head_len`] bytes (any values: they are overwritten) followed by
+    /// exactly the planned payload; it is encrypted in place, signed, and becomes the
+    /// bundle's storage.
+    pub fn seal_planned(&self, plan: SealPlan, mut buf: Vec<u8>) -> Result<Bundle, SealError> {
+        if buf.len() != plan.head.len() + plan.payload_len {
+            return Err(SealError::PlanMismatch {
+                planned: plan.payload_len,
+                got: buf.len().saturating_sub(plan.head.len()),
+            });
+        }
+        buf.reserve_exact(plan.total - buf.len());
+        buf[..plan.head.len()].copy_from_slice(&plan.head);
+        self.finish_seal(plan, buf)
+    }
+
+    /// Encrypts, tags and signs: `buf` is the head followed by the payload.
+    fn finish_seal(&self, plan: SealPlan, mut buf: Vec<u8>) -> Result<Bundle, SealError> {
+        let SealPlan {
+            header,
+            header_end,
+            ct_start,
+            payload_len,
+            key,
+            created_unset,
+            ..
+        } = plan;
         let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
         let tag = cipher
             .encrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &[], &mut buf[ct_start..])
             .map_err(|_| SealError::TooLarge {
-                len: payload.len(),
+                len: payload_len,
                 max: self.limits.max_bundle_bytes,
             })?;
         buf.extend_from_slice(&tag);
@@ -521,7 +631,7 @@ impl Keyring {
         buf.extend_from_slice(&sig);
         let envelope = Envelope {
             hop_count: 0,
-            age: params.created.is_none().then_some(0),
+            age: created_unset.then_some(0),
         };
         Ok(Bundle::from_parts(
             buf, header, header_end, ct_start, envelope, id,

@@ -43,7 +43,7 @@ pub use bundle::{
 };
 pub use crypto::{
     verify, verify_many, Keyring, OpenError, Opened, OpenedHead, OpenedInPlace, Recipient,
-    SealError, SealParams,
+    SealError, SealParams, SealPlan,
 };
 pub use id::{BundleId, IdParseError, NodeHash, NodeId};
 pub use identity::{Identity, KeyFileError};

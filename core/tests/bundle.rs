@@ -1,11 +1,12 @@
 //! Public-API tests of the bundle codec and sealing.
 
-use ferry_core::rand_core::OsRng;
+use ferry_core::rand_core::{OsRng, SeedableRng};
 use ferry_core::{
     Bundle, DecodeError, Destination, DtnTime, Identity, Keyring, Limits, OpenError, PayloadKind,
     Priority, Realm, Recipient, SealError, SealParams,
 };
 use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
 
 const NOW: DtnTime = DtnTime(850_000_000);
 
@@ -373,6 +374,26 @@ proptest! {
             kind: PayloadKind::Reply,
             ephemeral: ephemeral && !group,
         };
+        // Sealing in a caller's buffer (plan, payload behind the planned head) gives
+        // the same bundle as sealing a slice, with the same randomness.
+        let rng_seed = seq;
+        let copied = a.seal(&p, &payload, &mut ChaCha20Rng::seed_from_u64(rng_seed)).unwrap();
+        let plan = a.plan_seal(&p, payload.len(), &mut ChaCha20Rng::seed_from_u64(rng_seed)).unwrap();
+        prop_assert_eq!(plan.payload_len(), payload.len());
+        let mut buf = vec![0xAA; plan.head_len()];
+        buf.extend_from_slice(&payload);
+        let total = plan.total_len();
+        let in_place = a.seal_planned(plan, buf).unwrap();
+        prop_assert_eq!(&in_place, &copied);
+        prop_assert!(in_place.encode().len() <= total);
+        let plan = a.plan_seal(&p, payload.len(), &mut OsRng).unwrap();
+        let short = vec![0u8; plan.head_len() + payload.len().saturating_sub(1)];
+        if !payload.is_empty() {
+            prop_assert!(
+                matches!(a.seal_planned(plan, short), Err(SealError::PlanMismatch { .. })),
+                "a buffer shorter than planned is refused"
+            );
+        }
         let mut sealed = a.seal(&p, &payload, &mut OsRng).unwrap();
         sealed.add_age(u64::from(age));
         let wire = sealed.encode();

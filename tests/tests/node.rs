@@ -417,9 +417,39 @@ fn post_chunked(api: u16, query: &str, payload: &[u8], sizes: &[usize]) -> Strin
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// Posts `payload` with a `Content-Length` of `declared` bytes, written in pieces of
+/// `sizes` (a short payload is an upload cut off: the client stops writing).
+fn post_sized(api: u16, query: &str, payload: &[u8], declared: usize, sizes: &[usize]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    let head = format!(
+        "POST /v1/bundles?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(head.as_bytes());
+    let (mut at, mut i) = (0, 0);
+    while at < payload.len() {
+        let n = sizes[i % sizes.len()].min(payload.len() - at);
+        if s.write_all(&payload[at..at + n]).is_err() {
+            break;
+        }
+        (at, i) = (at + n, i + 1);
+    }
+    if payload.len() < declared {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 /// The API takes an upload however it is chunked and delivers it byte for byte; an
 /// upload over the store's bundle limit is refused with 413, and the node keeps
-/// working.
+/// working. An upload with a `Content-Length` (read straight into the bundle's
+/// buffer) likewise, and one that ends before its announced length is refused.
 #[test]
 fn the_api_takes_any_chunking_and_refuses_bodies_over_the_limit() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -445,7 +475,22 @@ fn the_api_takes_any_chunking_and_refuses_bodies_over_the_limit() {
     let answer = post_chunked(a.api, &query, &payload(1_200_000, 8), &[100_000]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("length limit exceeded"), "{answer}");
-    // Still up, and nothing of the refused upload went anywhere.
+
+    // With a Content-Length, written in uneven pieces.
+    let data = payload(700_000, 10);
+    let answer = post_sized(a.api, &query, &data, data.len(), &[3, 65_536, 1, 99_999]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let got = b.recv(20, &dir.path().join("b-in3"));
+    assert_eq!(got.len(), 1, "{}", db.log_text());
+    assert!(got[0].1 == data, "payload differs");
+    assert!(answer.contains(&got[0].0), "{answer}");
+    let answer = post_sized(a.api, &query, &data[..1000], 1_200_000, &[1000]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("length limit exceeded"), "{answer}");
+    let answer = post_sized(a.api, &query, &data[..300_000], data.len(), &[100_000]);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // Still up, and nothing of the refused uploads went anywhere.
     let small = payload(1_000, 9);
     let id = a.send(&b.node.id, &["--lifetime", "1h"], &small);
     let got = b.recv(20, &dir.path().join("b-in2"));

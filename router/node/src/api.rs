@@ -128,10 +128,7 @@ pub async fn start_submit(
     mut params: SealParams,
     payload: Bytes,
 ) -> Result<SubmitReply, ApiError> {
-    params.created = now_dtn();
-    params.sequence = shared
-        .next_sequence()
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    stamp(shared, &mut params)?;
     let sealed = if payload.len() <= INLINE_SEAL_MAX {
         shared.keyring.seal(&params, &payload, &mut OsRng)
     } else {
@@ -140,7 +137,20 @@ pub async fn start_submit(
             .await
             .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
     };
-    let bundle = sealed.map_err(|e| bad(e.to_string()))?;
+    hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
+}
+
+/// Sets the creation time (now) and the next sequence number.
+fn stamp(shared: &Shared, params: &mut SealParams) -> Result<(), ApiError> {
+    params.created = now_dtn();
+    params.sequence = shared
+        .next_sequence()
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(())
+}
+
+/// Gives a sealed bundle to the engine; the reply comes once it is committed.
+async fn hand_over(shared: &Arc<Shared>, bundle: Bundle) -> Result<SubmitReply, ApiError> {
     let (tx, rx) = oneshot::channel();
     shared
         .cmds
@@ -148,6 +158,63 @@ pub async fn start_submit(
         .await
         .map_err(|_| shutting_down())?;
     Ok(rx)
+}
+
+/// [`start_submit`] for an upload of `len` bytes (its `Content-Length`) still to be
+/// read: the bundle is planned first, and the body is read straight into the
+/// buffer behind the planned head, where it is encrypted. A large upload costs
+/// one buffer, not three (the body's pieces, their concatenation, the sealed copy).
+async fn start_submit_upload(
+    shared: &Arc<Shared>,
+    mut params: SealParams,
+    body: axum::body::Body,
+    len: usize,
+) -> Result<SubmitReply, ApiError> {
+    stamp(shared, &mut params)?;
+    let plan = shared
+        .keyring
+        .plan_seal(&params, len, &mut OsRng)
+        .map_err(|e| bad(e.to_string()))?;
+    let head = plan.head_len();
+    let mut buf = Vec::with_capacity(plan.total_len());
+    buf.resize(head, 0);
+    read_body(body, &mut buf, head + len).await?;
+    if buf.len() != head + len {
+        return Err(bad(format!(
+            "upload ended after {} of the {len} bytes its Content-Length announced",
+            buf.len() - head
+        )));
+    }
+    let keyring = shared.keyring.clone();
+    let sealed = tokio::task::spawn_blocking(move || keyring.seal_planned(plan, buf))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
+    hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
+}
+
+/// Appends a request body to `buf`, refusing it (413) once `buf` would pass `limit`.
+async fn read_body(
+    body: axum::body::Body,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> Result<(), ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| bad(format!("upload failed: {e}")))?;
+        if chunk.len() > limit.saturating_sub(buf.len()) {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(())
+}
+
+fn too_large() -> ApiError {
+    ApiError(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "length limit exceeded".into(),
+    )
 }
 
 /// What a submission's reply means for the app.
@@ -173,10 +240,28 @@ fn shutting_down() -> ApiError {
 async fn submit(
     State(shared): State<Arc<Shared>>,
     Query(q): Query<SubmitQuery>,
-    body: Bytes,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let params = submit_params(&shared, &q)?;
-    let reply = start_submit(&shared, params, body).await?;
+    let max = shared.config.store.max_bundle_bytes;
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let reply = match declared {
+        Some(len) if len > max as u64 => return Err(too_large()),
+        // A large upload of known length is read into the bundle's own buffer.
+        Some(len) if len > INLINE_SEAL_MAX as u64 => {
+            let len = usize::try_from(len).map_err(|_| too_large())?;
+            start_submit_upload(&shared, params, body, len).await?
+        }
+        _ => {
+            let mut payload = Vec::new();
+            read_body(body, &mut payload, max).await?;
+            start_submit(&shared, params, Bytes::from(payload)).await?
+        }
+    };
     let id = submit_outcome(reply).await?;
     Ok(Json(json!({ "id": id.to_string() })))
 }
