@@ -2150,6 +2150,12 @@ mod tests {
         r
     }
 
+    /// `s` holds `big(n, len)`, byte for byte.
+    #[track_caller]
+    fn assert_holds_big(s: &LmdbStore, n: u8, len: usize) {
+        assert_eq!(s.get(&id(n)).unwrap().unwrap().bytes, big(n, len).bytes);
+    }
+
     fn payload_files(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir.join(PAYLOAD_DIR))
             .unwrap()
@@ -2228,10 +2234,7 @@ mod tests {
         // The insertion number is used again, and its file written afresh.
         s.insert(&big(2, FILE_MIN + 1)).unwrap();
         assert_eq!(payload_files(dir.path()), [format!("{:016x}", 1)]);
-        assert_eq!(
-            s.get(&id(2)).unwrap().unwrap().bytes,
-            big(2, FILE_MIN + 1).bytes
-        );
+        assert_holds_big(&s, 2, FILE_MIN + 1);
         // Over quota: refused before anything is written.
         let small_dir = tempfile::tempdir().unwrap();
         let small = LmdbStore::open(small_dir.path(), cfg()).unwrap();
@@ -2258,16 +2261,10 @@ mod tests {
             payload_files(dir.path()),
             [format!("{:016x}", 1), "notes.txt".to_owned()]
         );
-        assert_eq!(
-            s.get(&id(1)).unwrap().unwrap().bytes,
-            big(1, FILE_MIN).bytes
-        );
+        assert_holds_big(&s, 1, FILE_MIN);
         // The next insert takes insertion 2 and writes its own file.
         s.insert(&big(2, FILE_MIN)).unwrap();
-        assert_eq!(
-            s.get(&id(2)).unwrap().unwrap().bytes,
-            big(2, FILE_MIN).bytes
-        );
+        assert_holds_big(&s, 2, FILE_MIN);
     }
 
     #[test]
@@ -2310,10 +2307,7 @@ mod tests {
         assert!(s.discard_quarantined(3).unwrap());
         // A fresh copy can be stored again.
         s.insert(&big(1, FILE_MIN)).unwrap();
-        assert_eq!(
-            s.get(&id(1)).unwrap().unwrap().bytes,
-            big(1, FILE_MIN).bytes
-        );
+        assert_holds_big(&s, 1, FILE_MIN);
     }
 
     #[test]

@@ -534,13 +534,13 @@ mod tests {
                 panic!("a file blob decodes as a file blob");
             };
             prop_assert!(file_bytes_match(&bytes, crc, len));
-            let mut other = bytes.clone();
-            other.push(0);
-            prop_assert!(!file_bytes_match(&other, crc, len));
-            if let Some(b) = other.first_mut() {
+            let mut longer = bytes.clone();
+            longer.push(0);
+            prop_assert!(!file_bytes_match(&longer, crc, len));
+            let mut changed = bytes.clone();
+            if let Some(b) = changed.first_mut() {
                 *b ^= 1;
-                other.pop();
-                prop_assert!(!file_bytes_match(&other, crc, len));
+                prop_assert!(!file_bytes_match(&changed, crc, len));
             }
         }
 
