@@ -561,6 +561,14 @@ impl Bundle {
         self.envelope.encode_into(out);
     }
 
+    /// [`Bundle::encode`]'s output in two parts, without a copy: the bundle's
+    /// storage (signed bytes and signature) and the envelope's encoding.
+    pub fn encoded_parts(&self) -> (&[u8], Vec<u8>) {
+        let mut envelope = Vec::with_capacity(self.envelope.encoded_len());
+        self.envelope.encode_into(&mut envelope);
+        (&self.bytes, envelope)
+    }
+
     /// Length of [`Bundle::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
         self.bytes.len() + self.envelope.encoded_len()

@@ -14,7 +14,7 @@
 //!
 //! Each per-bundle key is used for exactly one encryption, so the nonce is zero.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -288,8 +288,13 @@ pub struct Keyring {
     own_hash: NodeHash,
     realms: Vec<Realm>,
     peers: Mutex<PeerCache>,
+    /// The last heads [`Keyring::open_head_verified`] authenticated (see there).
+    heads: Mutex<VecDeque<(BundleId, OpenedHead)>>,
     limits: Limits,
 }
+
+/// Heads kept by [`Keyring::open_head_verified`].
+const HEAD_CACHE: usize = 8;
 
 impl std::fmt::Debug for Keyring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -369,6 +374,7 @@ impl Keyring {
                 tick: 0,
                 map: HashMap::new(),
             }),
+            heads: Mutex::new(VecDeque::with_capacity(HEAD_CACHE)),
             limits,
         }
     }
@@ -762,7 +768,32 @@ impl Keyring {
     ///
     /// This is RFC 8439's ChaCha20-Poly1305 with no associated data, split in two:
     /// the Poly1305 key is keystream block 0, the ciphertext starts at block 1.
+    ///
+    /// The last few heads it authenticated are kept by bundle id (which is a hash of
+    /// every byte the MAC covers, so an id stands for one ciphertext): a driver can
+    /// authenticate a large bundle on a thread of its own as it arrives, and the
+    /// engine's own call then finds the answer instead of making the pass again.
     pub fn open_head_verified(&self, bundle: &Bundle) -> Result<OpenedHead, OpenError> {
+        let id = bundle.id();
+        if let Some(head) = self.heads.lock().ok().and_then(|h| {
+            h.iter()
+                .find(|(k, _)| *k == id)
+                .map(|(_, head)| head.clone())
+        }) {
+            return Ok(head);
+        }
+        let head = self.authenticate_head(bundle)?;
+        if let Ok(mut h) = self.heads.lock() {
+            if h.len() == HEAD_CACHE {
+                h.pop_front();
+            }
+            h.push_back((id, head.clone()));
+        }
+        Ok(head)
+    }
+
+    /// The work of [`Keyring::open_head_verified`]: one MAC pass, the prefix decrypted.
+    fn authenticate_head(&self, bundle: &Bundle) -> Result<OpenedHead, OpenError> {
         use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
         use poly1305::universal_hash::{KeyInit as _, UniversalHash};
 

@@ -55,7 +55,7 @@ use crate::error::{QuotaKind, StoreError};
 use crate::mem::check_quota;
 use crate::record::{
     self, blob_len, decode_blob, decode_quarantine, decode_record, dest_key, dest_prefix,
-    encode_blob, encode_file_blob, encode_quarantine, encode_record, expiry_key, file_bytes_match,
+    encode_blob, encode_quarantine, encode_record, expiry_key, file_blob, file_bytes_match,
     id_value, inv_priority, parse_id_value, prio_key, read_u64, seen_key, slot_key,
     write_blob_header, Blob, BLOB_FILE_LEN, BLOB_FILE_VERSION,
 };
@@ -171,6 +171,8 @@ pub struct LmdbStore {
     path: PathBuf,
     /// `path`/`payloads`.
     payload_dir: PathBuf,
+    /// Payload files written ahead of their record's transaction.
+    staged: Staged,
     prealloc: Mutex<Prealloc>,
     _registration: PathRegistration,
 }
@@ -179,26 +181,46 @@ pub struct LmdbStore {
 #[derive(Debug)]
 struct TxnFiles<'a> {
     dir: &'a Path,
+    staged: &'a Staged,
     /// Written by this transaction: synced before its commit, deleted if it fails.
     written: Vec<(PathBuf, File)>,
+    /// Staged files this transaction took under their record's name (already
+    /// synced): deleted if it fails.
+    renamed: Vec<PathBuf>,
     /// Files of records this transaction removes: unlinked once it is committed.
     doomed: Vec<PathBuf>,
 }
 
 impl<'a> TxnFiles<'a> {
-    fn new(dir: &'a Path) -> Self {
+    fn new(dir: &'a Path, staged: &'a Staged) -> Self {
         Self {
             dir,
+            staged,
             written: Vec::new(),
+            renamed: Vec::new(),
             doomed: Vec::new(),
         }
     }
 
-    /// Writes `bytes` as the payload file of `slot` (replacing what a failed
-    /// transaction may have left under that name).
-    fn write(&mut self, slot: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        use std::io::Write;
+    /// Makes `bytes` (bundle `id`'s) the payload file of `slot`, replacing what a
+    /// failed transaction may have left under that name: the file staged for them if
+    /// there is one, else a new one. Returns their CRC.
+    fn write(&mut self, slot: u64, id: &BundleId, bytes: &[u8]) -> Result<u32, StoreError> {
+        let crc = record::crc(bytes);
         let path = payload_path(self.dir, slot);
+        if let Some(from) = self.staged.take(id, crc, bytes.len() as u64) {
+            if fs::rename(&from, &path).is_ok() {
+                self.renamed.push(path);
+                return Ok(crc);
+            }
+            let _ = fs::remove_file(&from);
+        }
+        self.write_new(path, bytes)?;
+        Ok(crc)
+    }
+
+    fn write_new(&mut self, path: PathBuf, bytes: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
         let io = io_err(&path);
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -219,7 +241,7 @@ impl<'a> TxnFiles<'a> {
 
     /// Makes the written files durable: their data, then their names.
     fn sync(&self) -> Result<(), StoreError> {
-        if self.written.is_empty() {
+        if self.written.is_empty() && self.renamed.is_empty() {
             return Ok(());
         }
         for (path, file) in &self.written {
@@ -235,6 +257,9 @@ impl<'a> TxnFiles<'a> {
             drop(file);
             let _ = fs::remove_file(&path);
         }
+        for path in self.renamed {
+            let _ = fs::remove_file(&path);
+        }
     }
 
     /// The transaction is committed: the files of removed records go (best effort,
@@ -244,6 +269,17 @@ impl<'a> TxnFiles<'a> {
             let _ = fs::remove_file(&path);
         }
     }
+}
+
+/// Lower-case hex of `bytes`.
+fn hex_of(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// The payload file of insertion `slot`.
@@ -258,6 +294,76 @@ fn payload_slot(name: &std::ffi::OsStr) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(name, 16).ok()
+}
+
+/// Prefix of staged payload files' names.
+const STAGED_PREFIX: &str = "staged-";
+/// Most payload files staged at once; staging another deletes the oldest.
+const STAGED_MAX: usize = 8;
+
+/// One staged payload file.
+#[derive(Debug)]
+struct StagedFile {
+    id: BundleId,
+    path: PathBuf,
+    crc: u32,
+    len: u64,
+}
+
+/// Payload files written ahead of the transaction that will store their bundle
+/// (see [`LmdbStore::stage_payload`]); the files left when the store closes are
+/// deleted.
+#[derive(Debug, Default)]
+struct Staged(Mutex<std::collections::VecDeque<StagedFile>>);
+
+impl Staged {
+    /// Takes the file staged for `id`, if its bytes have this CRC and length.
+    fn take(&self, id: &BundleId, crc: u32, len: u64) -> Option<PathBuf> {
+        let mut files = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let at = files.iter().position(|f| f.id == *id)?;
+        let f = files.remove(at)?;
+        if f.crc == crc && f.len == len {
+            Some(f.path)
+        } else {
+            let _ = fs::remove_file(&f.path);
+            None
+        }
+    }
+
+    fn add(&self, file: StagedFile) {
+        let mut files = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(at) = files.iter().position(|f| f.id == file.id) {
+            if let Some(old) = files.remove(at) {
+                if old.path != file.path {
+                    let _ = fs::remove_file(&old.path);
+                }
+            }
+        }
+        while files.len() >= STAGED_MAX {
+            if let Some(old) = files.pop_front() {
+                let _ = fs::remove_file(&old.path);
+            }
+        }
+        files.push_back(file);
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let files = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for f in files.drain(..) {
+            let _ = fs::remove_file(&f.path);
+        }
+    }
 }
 
 /// `fsync`s a directory, making the names in it durable.
@@ -383,6 +489,7 @@ impl LmdbStore {
             map_size,
             path: canonical,
             payload_dir,
+            staged: Staged::default(),
             prealloc: Mutex::new(Prealloc {
                 file,
                 enabled: false,
@@ -425,6 +532,57 @@ impl LmdbStore {
             .enabled = on;
     }
 
+    /// Writes and syncs, ahead of its transaction, the payload file of bundle `id`
+    /// whose stored bytes will be `parts` concatenated (see [`Bundle::encoded_parts`]
+    /// in ferry-core). The insert that stores those bytes later takes the file under
+    /// its record's name instead of writing them again, so a driver can do the large
+    /// write on a thread of its own while the transaction's thread does other work.
+    /// Bundles shorter than [`FILE_MIN`] are not staged (`Ok(false)`). At most
+    /// [`STAGED_MAX`] files are staged at once (the oldest goes); the rest go when
+    /// the store closes, or at the next open after a crash. Staging is an
+    /// optimisation only: an insert whose bytes differ from what was staged writes
+    /// its own file.
+    ///
+    /// [`Bundle::encoded_parts`]: https://docs.rs/ferry-core
+    pub fn stage_payload(&self, id: &BundleId, parts: &[&[u8]]) -> Result<bool, StoreError> {
+        use std::io::Write;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len < FILE_MIN {
+            return Ok(false);
+        }
+        let path = self
+            .payload_dir
+            .join(format!("{STAGED_PREFIX}{}", hex_of(&id.0)));
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&path).and_then(|mut f| {
+            let mut crc = crc32fast::Hasher::new();
+            for p in parts {
+                f.write_all(p)?;
+                crc.update(p);
+            }
+            f.sync_data()?;
+            Ok(crc.finalize())
+        });
+        match written {
+            Ok(crc) => {
+                self.staged.add(StagedFile {
+                    id: *id,
+                    path,
+                    crc,
+                    len: len as u64,
+                });
+                Ok(true)
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                Err(io_err(&path)(e))
+            }
+        }
+    }
+
     /// The raw bytes (metadata record, bundle blob) kept for a quarantined record.
     pub fn quarantined_raw(&self, insertion: u64) -> Result<Option<QuarantinedRaw>, StoreError> {
         let err = self.err();
@@ -461,7 +619,7 @@ impl LmdbStore {
     ) -> Result<R, StoreError> {
         let err = self.err();
         let mut wtxn = self.env.write_txn().map_err(&err)?;
-        let mut files = TxnFiles::new(&self.payload_dir);
+        let mut files = TxnFiles::new(&self.payload_dir, &self.staged);
         let ready = f(&mut wtxn, &self.dbs, &mut files).and_then(|out| {
             self.preallocate(grow_hint)?;
             files.sync()?;
@@ -495,8 +653,16 @@ impl LmdbStore {
         let mut removed = false;
         for entry in entries {
             let entry = entry.map_err(io_err(dir))?;
+            let name = entry.file_name();
+            // Staged files live as long as the process that staged them.
+            if name.to_str().is_some_and(|n| n.starts_with(STAGED_PREFIX)) {
+                let path = entry.path();
+                fs::remove_file(&path).map_err(io_err(&path))?;
+                removed = true;
+                continue;
+            }
             // Names this store did not write are left alone.
-            let Some(slot) = payload_slot(&entry.file_name()) else {
+            let Some(slot) = payload_slot(&name) else {
                 continue;
             };
             let key = slot_key(slot);
@@ -1110,9 +1276,14 @@ fn put_record(
             .put_with_flags(txn, PutFlags::APPEND, &key, &blob)
             .map_err(append_err(map_size))?;
     } else if r.bytes.len() >= FILE_MIN {
-        files.write(slot, &r.bytes)?;
+        let crc = files.write(slot, &r.id, &r.bytes)?;
         dbs.blob
-            .put_with_flags(txn, PutFlags::APPEND, &key, &encode_file_blob(&r.bytes))
+            .put_with_flags(
+                txn,
+                PutFlags::APPEND,
+                &key,
+                &file_blob(crc, r.bytes.len() as u64),
+            )
             .map_err(append_err(map_size))?;
     } else {
         // Large bundles go to overflow pages (no leaf splitting to avoid)
@@ -2308,6 +2479,46 @@ mod tests {
         // A fresh copy can be stored again.
         s.insert(&big(1, FILE_MIN)).unwrap();
         assert_holds_big(&s, 1, FILE_MIN);
+    }
+
+    #[test]
+    fn a_staged_payload_file_is_taken_by_its_insert_and_others_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        let staged_name = |n: u8| format!("{STAGED_PREFIX}{}", hex_of(&id(n).0));
+        // Staged in two parts (storage and envelope), then inserted: renamed.
+        let a = big(1, FILE_MIN + 10);
+        let (head, tail) = a.bytes.split_at(FILE_MIN);
+        assert!(s.stage_payload(&id(1), &[head, tail]).unwrap());
+        assert_eq!(payload_files(dir.path()), [staged_name(1)]);
+        s.insert(&a).unwrap();
+        assert_eq!(payload_files(dir.path()), [format!("{:016x}", 1)]);
+        assert_holds_big(&s, 1, FILE_MIN + 10);
+        // Staged bytes that are not the inserted ones are not used (and go).
+        let mut wrong = big(2, FILE_MIN).bytes;
+        wrong[7] ^= 1;
+        assert!(s.stage_payload(&id(2), &[&wrong]).unwrap());
+        s.insert(&big(2, FILE_MIN)).unwrap();
+        assert_holds_big(&s, 2, FILE_MIN);
+        assert_eq!(payload_files(dir.path()).len(), 2);
+        // Small bundles are not staged.
+        assert!(!s.stage_payload(&id(3), &[&[0u8; 100]]).unwrap());
+        // At most STAGED_MAX wait; the oldest goes first.
+        let bytes = vec![5u8; FILE_MIN];
+        for n in 10..10 + STAGED_MAX as u8 + 2 {
+            assert!(s.stage_payload(&id(n), &[&bytes]).unwrap());
+        }
+        let files = payload_files(dir.path());
+        assert_eq!(files.len(), 2 + STAGED_MAX);
+        assert!(!files.contains(&staged_name(10)) && !files.contains(&staged_name(11)));
+        assert!(files.contains(&staged_name(12)));
+        // Closing deletes what was never inserted; so does opening after a crash.
+        drop(s);
+        assert_eq!(payload_files(dir.path()).len(), 2);
+        fs::write(dir.path().join(PAYLOAD_DIR).join(staged_name(40)), b"x").unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        assert_eq!(payload_files(dir.path()).len(), 2);
+        assert_holds_big(&s, 2, FILE_MIN);
     }
 
     #[test]

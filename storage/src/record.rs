@@ -89,7 +89,8 @@ struct MetaV1 {
     custody: CustodyV1,
 }
 
-fn crc(bytes: &[u8]) -> u32 {
+/// The CRC-32 the store frames and payload-file references use.
+pub fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
@@ -244,10 +245,16 @@ impl Blob<'_> {
 
 /// Encodes a blob that refers to a payload file holding `bytes`.
 pub fn encode_file_blob(bytes: &[u8]) -> [u8; BLOB_FILE_LEN] {
+    file_blob(crc(bytes), bytes.len() as u64)
+}
+
+/// Encodes a blob that refers to a payload file of `len` bytes whose CRC-32 is
+/// `crc_of_bytes`.
+pub fn file_blob(crc_of_bytes: u32, len: u64) -> [u8; BLOB_FILE_LEN] {
     let mut out = [0u8; BLOB_FILE_LEN];
     out[0] = BLOB_FILE_VERSION;
-    out[1..5].copy_from_slice(&crc(bytes).to_le_bytes());
-    out[5..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out[1..5].copy_from_slice(&crc_of_bytes.to_le_bytes());
+    out[5..].copy_from_slice(&len.to_le_bytes());
     out
 }
 

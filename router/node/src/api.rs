@@ -132,12 +132,26 @@ pub async fn start_submit(
     let sealed = if payload.len() <= INLINE_SEAL_MAX {
         shared.keyring.seal(&params, &payload, &mut OsRng)
     } else {
-        let keyring = shared.keyring.clone();
-        tokio::task::spawn_blocking(move || keyring.seal(&params, &payload, &mut OsRng))
-            .await
-            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
+        let (keyring, store) = (shared.keyring.clone(), shared.store.clone());
+        tokio::task::spawn_blocking(move || {
+            keyring
+                .seal(&params, &payload, &mut OsRng)
+                .inspect(|b| stage(&store, b))
+        })
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
     };
     hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
+}
+
+/// Writes a large bundle's payload file here, on the sealing thread, so that the
+/// engine's commit takes it instead of writing 100 MiB on the engine's thread
+/// ([`ferry_storage::LmdbStore::stage_payload`]; small bundles are not staged).
+pub(crate) fn stage(store: &ferry_storage::LmdbStore, b: &Bundle) {
+    let (storage, envelope) = b.encoded_parts();
+    if let Err(e) = store.stage_payload(&b.id(), &[storage, &envelope]) {
+        tracing::debug!(error = %e, "payload file not staged (the commit writes it)");
+    }
 }
 
 /// Sets the creation time (now) and the next sequence number.
@@ -185,10 +199,14 @@ async fn start_submit_upload(
             buf.len() - head
         )));
     }
-    let keyring = shared.keyring.clone();
-    let sealed = tokio::task::spawn_blocking(move || keyring.seal_planned(plan, buf))
-        .await
-        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
+    let (keyring, store) = (shared.keyring.clone(), shared.store.clone());
+    let sealed = tokio::task::spawn_blocking(move || {
+        keyring
+            .seal_planned(plan, buf)
+            .inspect(|b| stage(&store, b))
+    })
+    .await
+    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
     hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
 }
 

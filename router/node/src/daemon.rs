@@ -730,9 +730,16 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
                     }
                 }
                 let keyring = shared.keyring.clone();
-                let verified = tokio::task::spawn_blocking(move || accept_batch(&keyring, batch))
-                    .await
-                    .unwrap_or_default();
+                let store = shared.store.clone();
+                let verified = tokio::task::spawn_blocking(move || {
+                    let verified = accept_batch(&keyring, batch);
+                    for b in verified.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+                        prepare_large(&keyring, &store, b);
+                    }
+                    verified
+                })
+                .await
+                .unwrap_or_default();
                 for ((link, transfer), r) in verified {
                     match r {
                         Ok(bundle) => {
@@ -760,6 +767,26 @@ async fn link_task(mut events: mpsc::Receiver<LinkEvent>, shared: Arc<Shared>, q
             return;
         }
     }
+}
+
+/// Does the engine's two long passes over a large received bundle here, on this
+/// blocking thread and one more, side by side, instead of one after the other on the
+/// engine's thread: the MAC check of a bundle addressed to this node (the keyring
+/// keeps the answer for the engine's own call) and the write and sync of its payload
+/// file (which the commit then takes under its record's name). Either failing only
+/// leaves the work to the engine, as before.
+fn prepare_large(keyring: &Keyring, store: &LmdbStore, b: &Bundle) {
+    if b.encoded_len() < ferry_storage::lmdb::FILE_MIN {
+        return;
+    }
+    std::thread::scope(|scope| {
+        if keyring.is_for_us(b) {
+            scope.spawn(|| {
+                let _ = keyring.open_head_verified(b);
+            });
+        }
+        crate::api::stage(store, b);
+    });
 }
 
 /// Decodes, realm-checks and expiry-checks each bundle, then verifies the
