@@ -12,7 +12,7 @@
 //!    this machine measured in the same run.
 //!    2b. The same through the app stream (`/v1/stream`): `FERRY_E2E_STREAMS` (4)
 //!    WebSockets submit to A, one receives and acknowledges at B.
-//! 3. One 100 MiB payload end to end.
+//! 3. One 100 MiB payload end to end, three times (the first through fresh memory).
 //! 4. Memory: RSS of an idle node, and of a node whose store holds 1,000,000 small
 //!    bundles waiting (pre-filled through the store API, then the node started).
 #![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)]
@@ -428,13 +428,27 @@ fn main() {
     let big: Vec<u8> = (0..100u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
         .collect();
-    let t = Instant::now();
-    send(&ag, &a, &b.id, &big);
-    let len = take(&ag, &b, 300).expect("big delivery");
-    let el = t.elapsed().as_secs_f64();
-    assert_eq!(len, big.len());
-    println!("\n== 100 MiB payload end to end ==");
-    println!("{:.2} s: {:.1} MiB/s", el, 100.0 / el);
+    // Three times: the first moves through memory the two processes never touched
+    // (on this VM, pages new to the guest are slow), the others through pages they
+    // had and gave back.
+    println!("\n== 100 MiB payload end to end (3 times) ==");
+    let mut times = Vec::new();
+    for round in 1..=3 {
+        let t = Instant::now();
+        send(&ag, &a, &b.id, &big);
+        let len = take(&ag, &b, 300).expect("big delivery");
+        let el = t.elapsed().as_secs_f64();
+        assert_eq!(len, big.len());
+        println!("run {round}: {:.2} s: {:.1} MiB/s", el, 100.0 / el);
+        times.push(el);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "median {:.2} s: {:.1} MiB/s; best {:.1} MiB/s",
+        times[1],
+        100.0 / times[1],
+        100.0 / times[0]
+    );
     drop(big);
     drop(ra);
     drop(rb);
