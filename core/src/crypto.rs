@@ -556,7 +556,9 @@ impl Keyring {
             .checked_add(payload_len)
             .and_then(|n| n.checked_add(AEAD_TAG_LEN))
             .ok_or_else(too_large)?;
-        let total = header.encoded_len() + varint_len(ct_len as u64) + ct_len + SIGNATURE_LEN + 3;
+        let total = ct_len
+            .checked_add(header.encoded_len() + varint_len(ct_len as u64) + SIGNATURE_LEN + 3)
+            .ok_or_else(too_large)?;
         if total > self.limits.max_bundle_bytes {
             return Err(too_large());
         }

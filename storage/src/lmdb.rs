@@ -271,15 +271,20 @@ impl<'a> TxnFiles<'a> {
     }
 }
 
-/// Lower-case hex of `bytes`.
-fn hex_of(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(2 * bytes.len()), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// Whether a blob refers to a payload file (recognised by its form; its CRC is of
+/// the file, checked when the file is read).
+fn is_file_ref(raw: &[u8]) -> bool {
+    raw.len() == BLOB_FILE_LEN && raw.first() == Some(&BLOB_FILE_VERSION)
+}
+
+/// Bytes a quarantined record occupies: its raw metadata and blob, and the payload
+/// file the blob refers to, if any.
+fn quarantined_len(meta_raw: &[u8], blob_raw: &[u8]) -> u64 {
+    let file = match decode_blob(blob_raw) {
+        Ok(Blob::File { len, .. }) => len,
+        _ => 0,
+    };
+    (meta_raw.len() + blob_raw.len()) as u64 + file
 }
 
 /// The payload file of insertion `slot`.
@@ -325,7 +330,10 @@ impl Staged {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let at = files.iter().position(|f| f.id == *id)?;
         let f = files.remove(at)?;
-        if f.crc == crc && f.len == len {
+        // The file must still be what was staged (another process opening the store
+        // deletes staged files it finds).
+        let intact = fs::metadata(&f.path).is_ok_and(|m| m.len() == len);
+        if f.crc == crc && f.len == len && intact {
             Some(f.path)
         } else {
             let _ = fs::remove_file(&f.path);
@@ -533,7 +541,7 @@ impl LmdbStore {
     }
 
     /// Writes and syncs, ahead of its transaction, the payload file of bundle `id`
-    /// whose stored bytes will be `parts` concatenated (see [`Bundle::encoded_parts`]
+    /// (not already stored) whose stored bytes will be `parts` concatenated (see [`Bundle::encoded_parts`]
     /// in ferry-core). The insert that stores those bytes later takes the file under
     /// its record's name instead of writing them again, so a driver can do the large
     /// write on a thread of its own while the transaction's thread does other work.
@@ -547,12 +555,16 @@ impl LmdbStore {
     pub fn stage_payload(&self, id: &BundleId, parts: &[&[u8]]) -> Result<bool, StoreError> {
         use std::io::Write;
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len < FILE_MIN {
+        if len < FILE_MIN || self.contains(id)? {
             return Ok(false);
         }
+        // A name of its own (process, counter): a second staging of the same bundle
+        // never writes into a file an insert has taken.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self
             .payload_dir
-            .join(format!("{STAGED_PREFIX}{}", hex_of(&id.0)));
+            .join(format!("{STAGED_PREFIX}{}-{n}", std::process::id()));
         let mut options = OpenOptions::new();
         options.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -628,15 +640,17 @@ impl LmdbStore {
         let out = match ready {
             Ok(out) => out,
             Err(e) => {
-                drop(wtxn);
+                // While the write lock is still held: the insertion numbers of this
+                // transaction go to the next one, whose files must not be touched.
                 files.abandon();
+                drop(wtxn);
                 return Err(e);
             }
         };
-        if let Err(e) = wtxn.commit() {
-            files.abandon();
-            return Err(err(e));
-        }
+        // A failed commit leaves its files: the next transaction takes the same
+        // insertion numbers and overwrites them, and opening the store deletes any
+        // that no record refers to.
+        wtxn.commit().map_err(err)?;
         files.committed();
         Ok(out)
     }
@@ -666,13 +680,25 @@ impl LmdbStore {
                 continue;
             };
             let key = slot_key(slot);
-            let referred = self.dbs.meta.get(&wtxn, &key).map_err(&err)?.is_some()
-                || self
+            let stored = self.dbs.meta.get(&wtxn, &key).map_err(&err)?.is_some()
+                && self
                     .dbs
-                    .quarantine
+                    .blob
                     .get(&wtxn, &key)
                     .map_err(&err)?
-                    .is_some();
+                    .is_some_and(is_file_ref);
+            // A quarantine entry whose blob cannot be read keeps the file (it is
+            // deleted with the entry).
+            let quarantined = self
+                .dbs
+                .quarantine
+                .get(&wtxn, &key)
+                .map_err(&err)?
+                .is_some_and(|raw| match decode_quarantine(raw) {
+                    Ok(q) => is_file_ref(q.blob_raw),
+                    Err(_) => true,
+                });
+            let referred = stored || quarantined;
             if !referred {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(io_err(&path))?;
@@ -849,15 +875,25 @@ impl LmdbStore {
     ) -> Result<Option<Record>, StoreError> {
         let slot = info.insertion;
         let path = payload_path(&self.payload_dir, slot);
-        let problem = match fs::read(&path) {
-            Ok(bytes) if file_bytes_match(&bytes, crc, len) => {
+        // A file of the wrong length is not read (it could be any size).
+        let read = fs::metadata(&path).and_then(|m| {
+            if m.len() == len {
+                fs::read(&path).map(Ok)
+            } else {
+                Ok(Err(m.len()))
+            }
+        });
+        let problem = match read {
+            Ok(Ok(bytes)) if file_bytes_match(&bytes, crc, len) => {
                 return Ok(Some(Record { info, bytes }))
             }
-            Ok(bytes) if bytes.len() as u64 != len => format!(
+            // Changed between the two calls.
+            Ok(Ok(bytes)) if bytes.len() as u64 != len => format!(
                 "payload file: {} bytes where the record says {len}",
                 bytes.len()
             ),
-            Ok(_) => "payload file: checksum mismatch".to_owned(),
+            Ok(Ok(_)) => "payload file: checksum mismatch".to_owned(),
+            Ok(Err(found)) => format!("payload file: {found} bytes where the record says {len}"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Removed (and its file deleted) since the record was read?
                 let rtxn = self.env.read_txn().map_err(self.err())?;
@@ -1228,7 +1264,7 @@ fn quarantine_slot(
         bytes.saturating_sub(size),
         map_size,
     )?;
-    let raw_len = (meta_raw.len() + blob_raw.len()) as u64;
+    let raw_len = quarantined_len(&meta_raw, &blob_raw);
     let q_bytes = get_u64(&dbs.state, txn, K_Q_BYTES)?.unwrap_or(0);
     put_u64(
         &dbs.state,
@@ -1330,8 +1366,7 @@ fn delete_record(
     let m = &info.meta;
     dbs.meta.delete(txn, &key).map_err(&err)?;
     if let Some(raw) = dbs.blob.get(txn, &key).map_err(&err)? {
-        // A file reference is recognised by its form; its CRC is of the file.
-        if raw.len() == BLOB_FILE_LEN && raw.first() == Some(&BLOB_FILE_VERSION) {
+        if is_file_ref(raw) {
             files.doom(slot);
         }
         dbs.blob.delete(txn, &key).map_err(&err)?;
@@ -1768,8 +1803,8 @@ impl CustodyStore for LmdbStore {
                 Ok(q) => QuarantineEntry {
                     insertion,
                     id: q.id,
+                    raw_len: quarantined_len(q.meta_raw, q.blob_raw),
                     reason: q.reason,
-                    raw_len: (q.meta_raw.len() + q.blob_raw.len()) as u64,
                 },
                 Err(e) => QuarantineEntry {
                     insertion,
@@ -1791,7 +1826,7 @@ impl CustodyStore for LmdbStore {
                 return Ok(false);
             };
             let (raw_len, id) = match decode_quarantine(raw) {
-                Ok(q) => ((q.meta_raw.len() + q.blob_raw.len()) as u64, q.id),
+                Ok(q) => (quarantined_len(q.meta_raw, q.blob_raw), q.id),
                 Err(_) => (raw.len() as u64, None),
             };
             dbs.quarantine.delete(txn, &key).map_err(&err)?;
@@ -2436,6 +2471,19 @@ mod tests {
         // The next insert takes insertion 2 and writes its own file.
         s.insert(&big(2, FILE_MIN)).unwrap();
         assert_holds_big(&s, 2, FILE_MIN);
+        // A file named after a record kept in LMDB is not that record's: it goes.
+        s.insert(&rec(9, NODE_A, None)).unwrap();
+        drop(s);
+        fs::write(payloads.join(format!("{:016x}", 3)), b"stray").unwrap();
+        let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
+        assert_eq!(
+            payload_files(dir.path()).len(),
+            3,
+            "{:?}",
+            payload_files(dir.path())
+        );
+        assert!(!payloads.join(format!("{:016x}", 3)).exists());
+        assert_eq!(s.get(&id(9)).unwrap().unwrap().bytes, vec![9; 109]);
     }
 
     #[test]
@@ -2467,7 +2515,11 @@ mod tests {
         }
         let q = s.quarantined(None, 10).unwrap();
         assert_eq!(q.len(), 3);
+        assert!(q.iter().all(|e| e.raw_len > FILE_MIN as u64), "{q:?}");
         assert_eq!(s.stats().unwrap().bytes, 0);
+        // Their files count against the quota until discarded.
+        let held = s.stats().unwrap().quarantined_bytes;
+        assert!(held > 3 * FILE_MIN as u64, "{held}");
         // A quarantined record keeps its file (for inspection) across reopening...
         drop(s);
         let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
@@ -2476,6 +2528,11 @@ mod tests {
         assert!(s.discard_quarantined(1).unwrap());
         assert!(!file(1).exists());
         assert!(s.discard_quarantined(3).unwrap());
+        let left = s.stats().unwrap().quarantined_bytes;
+        assert!(
+            left > FILE_MIN as u64 && left < 2 * FILE_MIN as u64,
+            "{left}"
+        );
         // A fresh copy can be stored again.
         s.insert(&big(1, FILE_MIN)).unwrap();
         assert_holds_big(&s, 1, FILE_MIN);
@@ -2485,12 +2542,18 @@ mod tests {
     fn a_staged_payload_file_is_taken_by_its_insert_and_others_go() {
         let dir = tempfile::tempdir().unwrap();
         let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
-        let staged_name = |n: u8| format!("{STAGED_PREFIX}{}", hex_of(&id(n).0));
+        let staged = |dir: &Path| {
+            payload_files(dir)
+                .into_iter()
+                .filter(|n| n.starts_with(STAGED_PREFIX))
+                .count()
+        };
         // Staged in two parts (storage and envelope), then inserted: renamed.
         let a = big(1, FILE_MIN + 10);
         let (head, tail) = a.bytes.split_at(FILE_MIN);
         assert!(s.stage_payload(&id(1), &[head, tail]).unwrap());
-        assert_eq!(payload_files(dir.path()), [staged_name(1)]);
+        assert_eq!(staged(dir.path()), 1);
+        assert_eq!(payload_files(dir.path()).len(), 1);
         s.insert(&a).unwrap();
         assert_eq!(payload_files(dir.path()), [format!("{:016x}", 1)]);
         assert_holds_big(&s, 1, FILE_MIN + 10);
@@ -2501,23 +2564,47 @@ mod tests {
         s.insert(&big(2, FILE_MIN)).unwrap();
         assert_holds_big(&s, 2, FILE_MIN);
         assert_eq!(payload_files(dir.path()).len(), 2);
-        // Small bundles are not staged.
+        // Small bundles, and bundles already stored, are not staged.
         assert!(!s.stage_payload(&id(3), &[&[0u8; 100]]).unwrap());
-        // At most STAGED_MAX wait; the oldest goes first.
-        let bytes = vec![5u8; FILE_MIN];
+        assert!(!s.stage_payload(&id(2), &[&big(2, FILE_MIN).bytes]).unwrap());
+        assert_eq!(staged(dir.path()), 0);
+        // At most STAGED_MAX wait; the oldest goes first (the first two are not
+        // taken, the third is).
+        let bytes = big(10, FILE_MIN).bytes;
         for n in 10..10 + STAGED_MAX as u8 + 2 {
             assert!(s.stage_payload(&id(n), &[&bytes]).unwrap());
         }
-        let files = payload_files(dir.path());
-        assert_eq!(files.len(), 2 + STAGED_MAX);
-        assert!(!files.contains(&staged_name(10)) && !files.contains(&staged_name(11)));
-        assert!(files.contains(&staged_name(12)));
+        assert_eq!(staged(dir.path()), STAGED_MAX);
+        let mut r10 = big(10, FILE_MIN);
+        r10.id = id(12);
+        s.insert(&r10).unwrap();
+        assert_eq!(staged(dir.path()), STAGED_MAX - 1);
+        // Staged twice: the newer file stays, the older goes.
+        assert!(s.stage_payload(&id(13), &[&bytes]).unwrap());
+        assert_eq!(staged(dir.path()), STAGED_MAX - 1);
+        // A staged file changed under the store is not taken.
+        let victim = payload_files(dir.path())
+            .into_iter()
+            .find(|n| n.starts_with(STAGED_PREFIX))
+            .unwrap();
+        let before = payload_files(dir.path()).len();
+        fs::write(dir.path().join(PAYLOAD_DIR).join(&victim), b"short").unwrap();
+        drop(victim);
+        for n in 14..10 + STAGED_MAX as u8 + 2 {
+            let mut r = big(10, FILE_MIN);
+            r.id = id(n);
+            s.insert(&r).unwrap();
+            assert_eq!(s.get(&id(n)).unwrap().unwrap().bytes, bytes);
+        }
+        assert!(payload_files(dir.path()).len() <= before);
         // Closing deletes what was never inserted; so does opening after a crash.
+        let stored = payload_files(dir.path()).len() - staged(dir.path());
         drop(s);
-        assert_eq!(payload_files(dir.path()).len(), 2);
-        fs::write(dir.path().join(PAYLOAD_DIR).join(staged_name(40)), b"x").unwrap();
+        assert_eq!(payload_files(dir.path()).len(), stored);
+        fs::write(dir.path().join(PAYLOAD_DIR).join("staged-1-1"), b"x").unwrap();
         let s = LmdbStore::open(dir.path(), big_cfg()).unwrap();
-        assert_eq!(payload_files(dir.path()).len(), 2);
+        assert_eq!(payload_files(dir.path()).len(), stored);
+        assert_eq!(staged(dir.path()), 0);
         assert_holds_big(&s, 2, FILE_MIN);
     }
 

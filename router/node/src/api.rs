@@ -141,7 +141,7 @@ pub async fn start_submit(
         .await
         .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
     };
-    hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
+    hand_over(shared, sealed.map_err(seal_error)?).await
 }
 
 /// Writes a large bundle's payload file here, on the sealing thread, so that the
@@ -188,7 +188,7 @@ async fn start_submit_upload(
     let plan = shared
         .keyring
         .plan_seal(&params, len, &mut OsRng)
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(seal_error)?;
     let head = plan.head_len();
     let mut buf = Vec::with_capacity(plan.total_len());
     buf.resize(head, 0);
@@ -207,7 +207,7 @@ async fn start_submit_upload(
     })
     .await
     .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?;
-    hand_over(shared, sealed.map_err(|e| bad(e.to_string()))?).await
+    hand_over(shared, sealed.map_err(seal_error)?).await
 }
 
 /// Appends a request body to `buf`, refusing it (413) once `buf` would pass `limit`.
@@ -226,6 +226,17 @@ async fn read_body(
         buf.extend_from_slice(&chunk);
     }
     Ok(())
+}
+
+/// A payload too large for a bundle is a 413, as a body over the limit; any other
+/// refusal to seal is a 400.
+fn seal_error(e: ferry_core::SealError) -> ApiError {
+    match e {
+        ferry_core::SealError::TooLarge { .. } => {
+            ApiError(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())
+        }
+        other => bad(other.to_string()),
+    }
 }
 
 fn too_large() -> ApiError {
