@@ -305,6 +305,10 @@ fn payload_slot(name: &std::ffi::OsStr) -> Option<u64> {
 const STAGED_PREFIX: &str = "staged-";
 /// Most payload files staged at once; staging another deletes the oldest.
 const STAGED_MAX: usize = 8;
+/// Most bytes staged at once (staged files are outside the store's quota, for the
+/// moment between a bundle's arrival and its commit); staging more deletes the
+/// oldest.
+const STAGED_MAX_BYTES: u64 = 512 << 20;
 
 /// One staged payload file.
 #[derive(Debug)]
@@ -353,8 +357,12 @@ impl Staged {
                 }
             }
         }
-        while files.len() >= STAGED_MAX {
+        let mut bytes: u64 = files.iter().map(|f| f.len).sum();
+        while files.len() >= STAGED_MAX
+            || (!files.is_empty() && bytes + file.len > STAGED_MAX_BYTES)
+        {
             if let Some(old) = files.pop_front() {
+                bytes -= old.len;
                 let _ = fs::remove_file(&old.path);
             }
         }
@@ -545,8 +553,8 @@ impl LmdbStore {
     /// in ferry-core). The insert that stores those bytes later takes the file under
     /// its record's name instead of writing them again, so a driver can do the large
     /// write on a thread of its own while the transaction's thread does other work.
-    /// Bundles shorter than [`FILE_MIN`] are not staged (`Ok(false)`). At most
-    /// [`STAGED_MAX`] files are staged at once (the oldest goes); the rest go when
+    /// Bundles shorter than [`FILE_MIN`] are not staged (`Ok(false)`). At most 8
+    /// files and 512 MiB are staged at once (the oldest go); the rest go when
     /// the store closes, or at the next open after a crash. Staging is an
     /// optimisation only: an insert whose bytes differ from what was staged writes
     /// its own file.
