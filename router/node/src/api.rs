@@ -116,6 +116,9 @@ pub fn submit_params(shared: &Shared, q: &SubmitQuery) -> Result<SealParams, Api
 /// The answer to one submission: the bundle id once it is committed.
 pub type SubmitReply = oneshot::Receiver<Result<BundleId, SubmitError>>;
 
+/// The most of a refused submission's body read (and dropped) before answering.
+const DRAIN_MAX: usize = 1 << 20;
+
 /// Payloads up to this size are sealed on the calling task; larger ones on a
 /// blocking thread (sealing 100 MiB takes a good part of a second).
 const INLINE_SEAL_MAX: usize = 64 * 1024;
@@ -239,6 +242,19 @@ fn seal_error(e: ferry_core::SealError) -> ApiError {
     }
 }
 
+/// Reads and drops up to about `max` bytes of a body.
+async fn drain(body: axum::body::Body, max: usize) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0usize;
+    while seen <= max {
+        match stream.next().await {
+            Some(Ok(chunk)) => seen += chunk.len(),
+            _ => return,
+        }
+    }
+}
+
 fn too_large() -> ApiError {
     ApiError(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -272,7 +288,15 @@ async fn submit(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let params = submit_params(&shared, &q)?;
+    let params = match submit_params(&shared, &q) {
+        Ok(p) => p,
+        Err(e) => {
+            // A client that writes its whole request before reading the answer gets
+            // the answer, not a broken pipe, when the body is not large.
+            drain(body, DRAIN_MAX).await;
+            return Err(e);
+        }
+    };
     let max = shared.config.store.max_bundle_bytes;
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
