@@ -12,12 +12,35 @@ use crate::{wait_bounded, wait_until, Ferry, Node};
 /// Longest wait for a state change between nodes (generous for loaded CI machines).
 pub const SETTLE: Duration = Duration::from_secs(30);
 
+/// A port free for both TCP (API) and UDP (QUIC) at the time of the call, which this
+/// process has not handed out before. Nodes keep their ports across restarts, so a
+/// port must stay theirs while they are down: ports come from below the kernel's
+/// ephemeral range (32768–60999 by default on Linux), where no outgoing connection
+/// takes one, and never twice to the tests of one binary (which run in parallel).
 pub fn free_port() -> u16 {
-    // A port free for both TCP (API) and UDP (QUIC) at the time of the call.
-    for _ in 0..100 {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+    use std::collections::HashSet;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static DRAW: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let given = given.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let n = DRAW.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (crate::Rng::new(seed ^ n).next_u64() % 12_000) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
+            given.insert(port);
             return port;
         }
     }
