@@ -883,25 +883,27 @@ impl LmdbStore {
     ) -> Result<Option<Record>, StoreError> {
         let slot = info.insertion;
         let path = payload_path(&self.payload_dir, slot);
-        // A file of the wrong length is not read (it could be any size).
-        let read = fs::metadata(&path).and_then(|m| {
-            if m.len() == len {
-                fs::read(&path).map(Ok)
-            } else {
-                Ok(Err(m.len()))
-            }
+        // At most one byte more than the record says is read: a damaged file could
+        // be any size.
+        let read = File::open(&path).and_then(|f| {
+            use std::io::Read;
+            let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+            f.take(len.saturating_add(1))
+                .read_to_end(&mut bytes)
+                .map(|_| bytes)
         });
         let problem = match read {
-            Ok(Ok(bytes)) if file_bytes_match(&bytes, crc, len) => {
+            Ok(bytes) if file_bytes_match(&bytes, crc, len) => {
                 return Ok(Some(Record { info, bytes }))
             }
-            // Changed between the two calls.
-            Ok(Ok(bytes)) if bytes.len() as u64 != len => format!(
+            Ok(bytes) if bytes.len() as u64 > len => {
+                format!("payload file: more than the {len} bytes the record says")
+            }
+            Ok(bytes) if (bytes.len() as u64) < len => format!(
                 "payload file: {} bytes where the record says {len}",
                 bytes.len()
             ),
-            Ok(Ok(_)) => "payload file: checksum mismatch".to_owned(),
-            Ok(Err(found)) => format!("payload file: {found} bytes where the record says {len}"),
+            Ok(_) => "payload file: checksum mismatch".to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Removed (and its file deleted) since the record was read?
                 let rtxn = self.env.read_txn().map_err(self.err())?;
