@@ -177,6 +177,13 @@ impl Rec {
             meta: self.meta.clone(),
         }
     }
+
+    fn info_into(&self, id: BundleId, info: &mut RecordInfo) {
+        info.id = id;
+        info.insertion = self.insertion;
+        info.size = self.bytes.len() as u64;
+        info.meta.clone_from(&self.meta);
+    }
 }
 
 /// Seen-vector value spilled to [`State::late`].
@@ -196,7 +203,7 @@ fn inv_priority(meta: &BundleMeta) -> u8 {
 }
 
 /// Interned numbers per block of the seen-set's purge bounds.
-const SEEN_BLOCK: usize = 256;
+const SEEN_BLOCK: usize = 64;
 
 #[derive(Debug)]
 struct State {
@@ -649,6 +656,15 @@ impl CustodyStore for SimStore {
             .find(id)
             .and_then(|n| st.records.get(&n))
             .map(|rec| rec.info(*id)))
+    }
+
+    fn get_info_into(&self, id: &BundleId, info: &mut RecordInfo) -> Result<bool, StoreError> {
+        let (st, table) = self.locks();
+        let Some(rec) = table.find(id).and_then(|n| st.records.get(&n)) else {
+            return Ok(false);
+        };
+        rec.info_into(*id, info);
+        Ok(true)
     }
 
     fn contains(&self, id: &BundleId) -> Result<bool, StoreError> {

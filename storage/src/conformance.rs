@@ -518,6 +518,17 @@ pub fn updates_routing_metadata(s: &dyn CustodyStore) {
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidRecord { .. }), "{err:?}");
     assert_eq!(s.get_info(&r.id).unwrap().unwrap().meta.routing, new);
+    // Reading into a value that held another record gives what `get_info` gives;
+    // an unknown id leaves the value as it was.
+    let other = rec(3, 40);
+    s.insert(&other).unwrap();
+    let mut into = s.get_info(&other.id).unwrap().unwrap();
+    into.meta.routing.holders = (0..5).map(node).collect();
+    assert!(s.get_info_into(&r.id, &mut into).unwrap());
+    assert_eq!(Some(&into), s.get_info(&r.id).unwrap().as_ref());
+    assert!(!s.get_info_into(&id(2), &mut into).unwrap());
+    assert_eq!(Some(&into), s.get_info(&r.id).unwrap().as_ref());
+    s.remove(&other.id).unwrap();
     // Unknown and removed ids.
     assert!(matches!(
         s.update_routing(&id(2), &mut |_| {}),

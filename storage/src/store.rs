@@ -48,6 +48,19 @@ pub trait CustodyStore: Send + Sync + std::fmt::Debug {
     /// [`CustodyStore::get`].
     fn get_info(&self, id: &BundleId) -> Result<Option<RecordInfo>, StoreError>;
 
+    /// [`CustodyStore::get_info`] into `info`, for stores that can reuse its holder
+    /// list's allocation (a scan reads many records into one value). Returns whether
+    /// a record with this id is stored; if not, `info` is left as it was.
+    fn get_info_into(&self, id: &BundleId, info: &mut RecordInfo) -> Result<bool, StoreError> {
+        Ok(match self.get_info(id)? {
+            Some(found) => {
+                *info = found;
+                true
+            }
+            None => false,
+        })
+    }
+
     /// Whether a record with this id is stored.
     fn contains(&self, id: &BundleId) -> Result<bool, StoreError>;
 

@@ -33,7 +33,7 @@ pub enum CustodyState {
 ///
 /// Kept in the metadata table, apart from the bundle bytes, so updating it never
 /// rewrites the payload.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, PartialEq, Eq, Default)]
 pub struct RoutingMeta {
     /// Nodes known to already hold a copy (at most [`MAX_HOLDERS`]).
     pub holders: Vec<NodeHash>,
@@ -43,9 +43,27 @@ pub struct RoutingMeta {
     pub custody: CustodyState,
 }
 
+// By hand so that `clone_from` reuses the holder list's allocation (the router
+// reads a record's metadata into one scratch value per scan).
+impl Clone for RoutingMeta {
+    fn clone(&self) -> Self {
+        Self {
+            holders: self.holders.clone(),
+            copies_left: self.copies_left,
+            custody: self.custody,
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.holders.clone_from(&source.holders);
+        self.copies_left = source.copies_left;
+        self.custody = source.custody;
+    }
+}
+
 /// Metadata given with a new record: what indexes and routing need, so the bundle
 /// bytes never have to be decoded to schedule it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct BundleMeta {
     /// Scheduling priority (priority index).
     pub priority: Priority,
@@ -59,6 +77,29 @@ pub struct BundleMeta {
     pub received_at: u64,
     /// Routing state.
     pub routing: RoutingMeta,
+}
+
+// By hand so that `clone_from` reuses the holder list's allocation.
+impl Clone for BundleMeta {
+    fn clone(&self) -> Self {
+        Self {
+            priority: self.priority,
+            destination: self.destination,
+            source: self.source,
+            expires_at: self.expires_at,
+            received_at: self.received_at,
+            routing: self.routing.clone(),
+        }
+    }
+
+    fn clone_from(&mut self, source: &Self) {
+        self.priority = source.priority;
+        self.destination = source.destination;
+        self.source = source.source;
+        self.expires_at = source.expires_at;
+        self.received_at = source.received_at;
+        self.routing.clone_from(&source.routing);
+    }
 }
 
 /// A record to insert: the encoded bundle and its metadata.

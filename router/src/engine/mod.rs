@@ -777,6 +777,9 @@ pub struct Engine<S: CustodyStore> {
     /// Round-robin position among links.
     rr_after: Option<LinkId>,
     /// Optional work stopped early (output cap or per-call budget).
+    /// A record's metadata, reused by reconciliation scans (its holder list's
+    /// allocation survives from one record to the next).
+    info_scratch: Option<ferry_storage::RecordInfo>,
     deferred: bool,
     /// When the earliest bundle held for a shared medium may go (see
     /// `transfer::patience`).
@@ -839,6 +842,7 @@ impl<S: CustodyStore> Engine<S> {
             redeliver: Redeliver::start(),
             rr_after: None,
             deferred: false,
+            info_scratch: None,
             medium_hold_until: None,
             seal_counter: 0,
             routing_restored: false,

@@ -219,7 +219,9 @@ fn summarize<S: IdSource + ?Sized>(
     keep: usize,
 ) -> Result<(Acc, Option<Vec<Key>>), S::Error> {
     let mut acc = Acc::default();
-    let mut keys = Vec::new();
+    // `keep` is at most a frame's id list (a few dozen keys): one allocation, not a
+    // growth per doubling.
+    let mut keys = Vec::with_capacity(keep.saturating_add(1).min(64));
     scan_keys(src, lo, hi, &mut |_, k| {
         acc.add(k);
         if keys.len() <= keep {
@@ -318,7 +320,7 @@ pub fn process<S: IdSource + ?Sized>(
     p: &ReconParams,
 ) -> Result<Outcome, S::Error> {
     let mut outcome = Outcome::default();
-    let mut out: Vec<Range> = Vec::new();
+    let mut out: Vec<Range> = Vec::with_capacity(msg.len() + p.buckets);
     let mut size = OVERHEAD;
     let mut lo = [0u8; KEY_LEN];
     let skip = |upper| Range {
@@ -327,23 +329,25 @@ pub fn process<S: IdSource + ?Sized>(
     };
     for (i, r) in msg.iter().enumerate() {
         let hi = r.upper;
-        let piece: Vec<Range> = match &r.mode {
-            Mode::Skip | Mode::IdList(_) => vec![skip(hi)],
+        // Most answers are one range: only a split needs a list of them.
+        let (one, many) = match &r.mode {
+            Mode::Skip | Mode::IdList(_) => (Some(skip(hi)), Vec::new()),
             Mode::Fingerprint(theirs) => {
                 let (acc, keys) = summarize(src, &lo, &hi, p.id_list_threshold)?;
                 if acc.fingerprint() == *theirs {
-                    vec![skip(hi)]
+                    (Some(skip(hi)), Vec::new())
                 } else if let Some(keys) = keys {
-                    vec![Range {
+                    let range = Range {
                         upper: hi,
                         mode: Mode::IdList(keys),
-                    }]
+                    };
+                    (Some(range), Vec::new())
                 } else {
-                    split(src, &lo, &hi, acc.count, p)?
+                    (None, split(src, &lo, &hi, acc.count, p)?)
                 }
             }
         };
-        let piece_len: usize = piece.iter().map(range_len).sum();
+        let piece_len: usize = one.iter().chain(&many).map(range_len).sum();
         if i > 0 && size + piece_len + FP_RANGE_MAX > p.frame_budget {
             // Fold the rest into one fingerprint, answered next round.
             let (acc, _) = summarize(src, &lo, &Bound::Infinity, 0)?;
@@ -360,7 +364,7 @@ pub fn process<S: IdSource + ?Sized>(
         if let Mode::IdList(theirs) = &r.mode {
             settle(src, &lo, &hi, theirs, &mut outcome)?;
         }
-        for range in piece {
+        for range in one.into_iter().chain(many) {
             push(&mut out, &mut size, range);
         }
         if let Bound::Key(k) = hi {

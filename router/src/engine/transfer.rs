@@ -50,6 +50,9 @@ fn before(key: &Key) -> Option<BundleId> {
 /// (see [`StoreIds`]).
 const SMALL_STORE_IDS: usize = 256;
 
+/// Outbound entries a link makes room for when it first offers a bundle.
+const FIRST_OUTBOUND: usize = 32;
+
 /// The held ids of a store, in order, for reconciliation (without those whose
 /// removal is queued). Made for one reconciliation step, during which the store
 /// does not change.
@@ -500,6 +503,11 @@ impl<S: CustodyStore> Engine<S> {
         // saved per bundle and hop. Reconciliation already told that the peer lacks it;
         // if it has it after all, it acknowledges it from its seen-set.
         let push = split == 0 && l.caps.mtu.is_some_and(|m| info.size <= u64::from(m));
+        if l.outbound.capacity() == 0 {
+            // Room for a contact's usual batch at once, not a rehash per doubling.
+            l.outbound
+                .reserve(FIRST_OUTBOUND.min(self.config.link_queue));
+        }
         let out = Outbound {
             id: info.id,
             split,
@@ -809,6 +817,18 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     fn run_have_scans(&mut self, link: LinkId) -> Result<(), EngineError> {
+        // One record's metadata at a time, read into a value kept between scans.
+        let mut scratch = self.info_scratch.take();
+        let r = self.run_have_scans_with(link, &mut scratch);
+        self.info_scratch = scratch;
+        r
+    }
+
+    fn run_have_scans_with(
+        &mut self,
+        link: LinkId,
+        scratch: &mut Option<RecordInfo>,
+    ) -> Result<(), EngineError> {
         let mut budget = SCAN_BUDGET;
         loop {
             let Some(l) = self.links.get(&link) else {
@@ -865,8 +885,15 @@ impl<S: CustodyStore> Engine<S> {
                     .and_then(|l| l.have_scans.front())
                     .is_some_and(|s| s.theirs.binary_search(&key_of(id)).is_ok());
                 if !theirs {
-                    if let Some(info) = self.info(id)? {
-                        if self.consider(link, &info) == Considered::NoRoom {
+                    let found = match scratch.as_mut() {
+                        Some(info) => self.info_into(id, info)?,
+                        None => {
+                            *scratch = self.info(id)?;
+                            scratch.is_some()
+                        }
+                    };
+                    if let Some(info) = scratch.as_ref().filter(|_| found) {
+                        if self.consider(link, info) == Considered::NoRoom {
                             // Resume at this id when there is room.
                             if let Some(s) = self
                                 .links

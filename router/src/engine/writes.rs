@@ -5,8 +5,6 @@
 //! Everything the engine reads goes through the helpers here, which lay the queued
 //! writes over what the store returns, so the engine always sees its own writes.
 
-use std::collections::BTreeMap;
-
 use ferry_core::BundleId;
 use ferry_storage::{
     CustodyStore, IdPage, Record, RecordInfo, RoutingEdit, StoreError, WriteOp, WriteOutcome,
@@ -32,7 +30,9 @@ pub(crate) struct Overlay {
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
     ops: Vec<WriteOp>,
-    overlay: BTreeMap<BundleId, Overlay>,
+    /// Looked up only, never walked in order; cleared (keeping its table) at
+    /// every commit.
+    overlay: super::FastMap<BundleId, Overlay>,
     since: Option<super::Millis>,
 }
 
@@ -173,6 +173,25 @@ impl<S: CustodyStore> Engine<S> {
         }
     }
 
+    /// [`Engine::info`] into `info` (reusing its allocations); `false` if absent.
+    pub(crate) fn info_into(
+        &self,
+        id: &BundleId,
+        info: &mut RecordInfo,
+    ) -> Result<bool, StoreError> {
+        if self.writes.removed(id) {
+            return Ok(false);
+        }
+        match self.store.get_info_into(id, info) {
+            Ok(true) => {
+                self.writes.patch(info);
+                Ok(true)
+            }
+            Ok(false) | Err(StoreError::Quarantined { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A record with its bytes, with the queued writes applied.
     pub(crate) fn record(&self, id: &BundleId) -> Result<Option<Record>, StoreError> {
         if self.writes.removed(id) {
@@ -213,14 +232,21 @@ impl<S: CustodyStore> Engine<S> {
     /// dropped: each only releases or annotates a copy, so losing one causes at
     /// worst a re-offer or a redelivery.
     pub(crate) fn flush_writes(&mut self) -> Result<(), EngineError> {
-        let ops = self.writes.take();
-        if ops.is_empty() {
+        if self.writes.ops.is_empty() {
             return Ok(());
         }
+        let mut ops = self.writes.take();
         self.stats.commits += 1;
         self.stats.write_batches += 1;
-        let out: Vec<WriteOutcome> = self.store.apply_batch(&ops)?;
-        debug_assert_eq!(out.len(), ops.len());
+        let result = self.store.apply_batch(&ops);
+        let n = ops.len();
+        // The queue's buffer is kept for the next writes.
+        ops.clear();
+        if self.writes.ops.capacity() == 0 {
+            self.writes.ops = ops;
+        }
+        let out: Vec<WriteOutcome> = result?;
+        debug_assert_eq!(out.len(), n);
         Ok(())
     }
 }
