@@ -1,7 +1,9 @@
 //! `Bundle::decode` with default limits on arbitrary bytes. Whatever decodes must be
 //! canonical (`encode` gives the input back, `decode(encode(b)) == b`), and every
 //! accessor and envelope update must work on it. `Bundle::decode_vec` (owned bytes)
-//! must agree with it, and hand the bytes back when it refuses them.
+//! must agree with it, and hand the bytes back when it refuses them; so must
+//! `Bundle::decode_stored` (a stored record's bytes under a given id), which then
+//! differs at most in the id.
 #![no_main]
 
 use ferry_core::{Bundle, DtnTime, Limits};
@@ -14,6 +16,18 @@ fuzz_target!(|data: &[u8]| {
         (Ok(x), Ok(y)) => assert!(x == *y),
         (Err((e, back)), Err(f)) => assert!(e == *f && back == data),
         _ => panic!("decode and decode_vec disagree"),
+    }
+    let given = ferry_core::BundleId([7; 32]);
+    match (
+        Bundle::decode_stored(data.to_vec(), &Limits::default(), given),
+        &by_ref,
+    ) {
+        (Ok(x), Ok(y)) => {
+            assert_eq!(x.id(), given);
+            assert!(x.encode() == y.encode() && x.header() == y.header());
+        }
+        (Err((e, back)), Err(f)) => assert!(e == *f && back == data),
+        _ => panic!("decode and decode_stored disagree"),
     }
     let Ok(b) = by_ref else {
         return;
