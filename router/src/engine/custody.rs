@@ -386,7 +386,7 @@ impl<S: CustodyStore> Engine<S> {
         let meta = BundleMeta {
             priority: h.priority,
             destination: h.destination,
-            source: self.source_hash(&h.source),
+            source: h.source.hash(),
             expires_at,
             received_at: self.wall_secs().unwrap_or(0),
             routing: RoutingMeta {
@@ -686,7 +686,7 @@ impl<S: CustodyStore> Engine<S> {
             self.stats.receipt_mismatches += 1;
             return Ok(());
         };
-        let signer = Destination::Node(self.source_hash(&receipt.header.source));
+        let signer = Destination::Node(receipt.header.source.hash());
         let seen_until = receipt
             .header
             .expires_at()

@@ -271,9 +271,6 @@ use std::collections::{BTreeMap, VecDeque};
 /// order that matters): a fast hasher with a per-process random seed, so keys a
 /// peer chooses (offered keys) cannot be aimed at one bucket. The ordered maps
 /// stay B-trees.
-/// Node hashes the engine remembers (32 + 8 bytes each, plus the table).
-const SOURCE_HASHES: usize = 1024;
-
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// See [`FastMap`].
 pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
@@ -780,9 +777,6 @@ pub struct Engine<S: CustodyStore> {
     /// Round-robin position among links.
     rr_after: Option<LinkId>,
     /// Optional work stopped early (output cap or per-call budget).
-    /// Node hashes of bundle sources and receipt signers (a BLAKE3 pass each),
-    /// kept for the nodes seen most; cleared when full.
-    source_hashes: std::cell::RefCell<FastMap<NodeId, NodeHash>>,
     /// A record's metadata, reused by reconciliation scans (its holder list's
     /// allocation survives from one record to the next).
     info_scratch: Option<ferry_storage::RecordInfo>,
@@ -849,7 +843,6 @@ impl<S: CustodyStore> Engine<S> {
             rr_after: None,
             deferred: false,
             info_scratch: None,
-            source_hashes: std::cell::RefCell::default(),
             medium_hold_until: None,
             seal_counter: 0,
             routing_restored: false,
@@ -1067,20 +1060,6 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     /// Work that follows every event: reconciliation and offers, transmissions.
-    /// `id.hash()`, remembered for up to [`SOURCE_HASHES`] nodes.
-    fn source_hash(&self, id: &NodeId) -> NodeHash {
-        let mut cache = self.source_hashes.borrow_mut();
-        if let Some(h) = cache.get(id) {
-            return *h;
-        }
-        if cache.len() >= SOURCE_HASHES {
-            cache.clear();
-        }
-        let h = id.hash();
-        cache.insert(*id, h);
-        h
-    }
-
     fn service(&mut self) -> Result<(), EngineError> {
         self.deferred = false;
         let at_once = self.config.commit_delay == Millis(0)
