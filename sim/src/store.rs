@@ -203,7 +203,7 @@ fn inv_priority(meta: &BundleMeta) -> u8 {
 }
 
 /// Interned numbers per block of the seen-set's purge bounds.
-const SEEN_BLOCK: usize = 64;
+const SEEN_BLOCK: usize = 256;
 
 #[derive(Debug)]
 struct State {

@@ -779,7 +779,7 @@ pub struct Engine<S: CustodyStore> {
     /// Optional work stopped early (output cap or per-call budget).
     /// A record's metadata, reused by reconciliation scans (its holder list's
     /// allocation survives from one record to the next).
-    info_scratch: Option<ferry_storage::RecordInfo>,
+    info_scratch: Option<Box<ferry_storage::RecordInfo>>,
     deferred: bool,
     /// When the earliest bundle held for a shared medium may go (see
     /// `transfer::patience`).

@@ -817,6 +817,13 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     fn run_have_scans(&mut self, link: LinkId) -> Result<(), EngineError> {
+        if self
+            .links
+            .get(&link)
+            .is_none_or(|l| l.have_scans.is_empty())
+        {
+            return Ok(());
+        }
         // One record's metadata at a time, read into a value kept between scans.
         let mut scratch = self.info_scratch.take();
         let r = self.run_have_scans_with(link, &mut scratch);
@@ -827,7 +834,7 @@ impl<S: CustodyStore> Engine<S> {
     fn run_have_scans_with(
         &mut self,
         link: LinkId,
-        scratch: &mut Option<RecordInfo>,
+        scratch: &mut Option<Box<RecordInfo>>,
     ) -> Result<(), EngineError> {
         let mut budget = SCAN_BUDGET;
         loop {
@@ -888,11 +895,11 @@ impl<S: CustodyStore> Engine<S> {
                     let found = match scratch.as_mut() {
                         Some(info) => self.info_into(id, info)?,
                         None => {
-                            *scratch = self.info(id)?;
+                            *scratch = self.info(id)?.map(Box::new);
                             scratch.is_some()
                         }
                     };
-                    if let Some(info) = scratch.as_ref().filter(|_| found) {
+                    if let Some(info) = scratch.as_deref().filter(|_| found) {
                         if self.consider(link, info) == Considered::NoRoom {
                             // Resume at this id when there is room.
                             if let Some(s) = self

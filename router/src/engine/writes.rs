@@ -15,6 +15,9 @@ use super::{Engine, EngineError};
 /// Queued writes above which they are committed at once (bounds the queue).
 pub const MAX_QUEUED_WRITES: usize = 4096;
 
+/// Entries the write queue and its overlay keep room for between commits.
+const KEPT_CAPACITY: usize = 64;
+
 /// What the queued writes do to one id.
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
@@ -48,7 +51,12 @@ impl Writes {
     /// Takes the queued ops, leaving the queue empty.
     pub(crate) fn take(&mut self) -> Vec<WriteOp> {
         self.since = None;
-        self.overlay.clear();
+        if self.overlay.capacity() > KEPT_CAPACITY {
+            // A burst's table is let go: a simulator runs thousands of engines.
+            self.overlay = super::FastMap::default();
+        } else {
+            self.overlay.clear();
+        }
         std::mem::take(&mut self.ops)
     }
 
@@ -240,9 +248,9 @@ impl<S: CustodyStore> Engine<S> {
         self.stats.write_batches += 1;
         let result = self.store.apply_batch(&ops);
         let n = ops.len();
-        // The queue's buffer is kept for the next writes.
+        // The queue's buffer is kept for the next writes (unless a burst grew it).
         ops.clear();
-        if self.writes.ops.capacity() == 0 {
+        if self.writes.ops.capacity() == 0 && ops.capacity() <= KEPT_CAPACITY {
             self.writes.ops = ops;
         }
         let out: Vec<WriteOutcome> = result?;
