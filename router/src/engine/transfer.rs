@@ -50,9 +50,6 @@ fn before(key: &Key) -> Option<BundleId> {
 /// (see [`StoreIds`]).
 const SMALL_STORE_IDS: usize = 256;
 
-/// Outbound entries a link makes room for when it first offers a bundle.
-const FIRST_OUTBOUND: usize = 32;
-
 /// The held ids of a store, in order, for reconciliation (without those whose
 /// removal is queued). Made for one reconciliation step, during which the store
 /// does not change.
@@ -503,11 +500,6 @@ impl<S: CustodyStore> Engine<S> {
         // saved per bundle and hop. Reconciliation already told that the peer lacks it;
         // if it has it after all, it acknowledges it from its seen-set.
         let push = split == 0 && l.caps.mtu.is_some_and(|m| info.size <= u64::from(m));
-        if l.outbound.capacity() == 0 {
-            // Room for a contact's usual batch at once, not a rehash per doubling.
-            l.outbound
-                .reserve(FIRST_OUTBOUND.min(self.config.link_queue));
-        }
         let out = Outbound {
             id: info.id,
             split,

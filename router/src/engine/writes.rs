@@ -16,7 +16,7 @@ use super::{Engine, EngineError};
 pub const MAX_QUEUED_WRITES: usize = 4096;
 
 /// Entries the write queue and its overlay keep room for between commits.
-const KEPT_CAPACITY: usize = 64;
+const KEPT_CAPACITY: usize = 16;
 
 /// What the queued writes do to one id.
 #[derive(Debug, Default)]
