@@ -776,10 +776,10 @@ pub struct Engine<S: CustodyStore> {
     redeliver: Redeliver,
     /// Round-robin position among links.
     rr_after: Option<LinkId>,
-    /// Optional work stopped early (output cap or per-call budget).
     /// A record's metadata, reused by reconciliation scans (its holder list's
     /// allocation survives from one record to the next).
     info_scratch: Option<Box<ferry_storage::RecordInfo>>,
+    /// Optional work stopped early (output cap or per-call budget).
     deferred: bool,
     /// When the earliest bundle held for a shared medium may go (see
     /// `transfer::patience`).

@@ -33,8 +33,8 @@ pub(crate) struct Overlay {
 #[derive(Debug, Default)]
 pub(crate) struct Writes {
     ops: Vec<WriteOp>,
-    /// Looked up only, never walked in order; cleared (keeping its table) at
-    /// every commit.
+    /// Looked up only, never walked in order; cleared at every commit, keeping
+    /// its table unless a burst grew it past [`KEPT_CAPACITY`].
     overlay: super::FastMap<BundleId, Overlay>,
     since: Option<super::Millis>,
 }
