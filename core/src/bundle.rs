@@ -546,8 +546,17 @@ impl Bundle {
     /// [`Bundle::decode`] that keeps `bytes` as the bundle's storage instead of
     /// copying them (a 100 MiB bundle off a link is not copied again). On error the
     /// bytes are handed back with it.
-    pub fn decode_vec(mut bytes: Vec<u8>, limits: &Limits) -> Result<Self, (DecodeError, Vec<u8>)> {
-        match Parsed::of(&bytes, limits) {
+    pub fn decode_vec(bytes: Vec<u8>, limits: &Limits) -> Result<Self, (DecodeError, Vec<u8>)> {
+        Self::decode_owned(bytes, limits, None)
+    }
+
+    /// Decodes owned bytes in place; `id`, if given, is taken instead of computed.
+    fn decode_owned(
+        mut bytes: Vec<u8>,
+        limits: &Limits,
+        id: Option<BundleId>,
+    ) -> Result<Self, (DecodeError, Vec<u8>)> {
+        match Parsed::with_id(&bytes, limits, id) {
             Ok(p) => {
                 bytes.truncate(p.signed_end);
                 Ok(p.into_bundle(bytes))
@@ -568,17 +577,11 @@ impl Bundle {
     /// still fail to open. Not for [`crate::Keyring::open_head_verified`], whose
     /// cache trusts ids; never for bytes from a peer, an app or a drive.
     pub fn decode_stored(
-        mut bytes: Vec<u8>,
+        bytes: Vec<u8>,
         limits: &Limits,
         id: BundleId,
     ) -> Result<Self, (DecodeError, Vec<u8>)> {
-        match Parsed::with_id(&bytes, limits, Some(id)) {
-            Ok(p) => {
-                bytes.truncate(p.signed_end);
-                Ok(p.into_bundle(bytes))
-            }
-            Err(e) => Err((e, bytes)),
-        }
+        Self::decode_owned(bytes, limits, Some(id))
     }
 
     /// The full encoding: signed bytes, signature, envelope.
