@@ -91,6 +91,7 @@ fn main() {
         hop_limit: 32,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     };
 
     let b50 = alice.seal(&params, &[0x42; 50], &mut OsRng).unwrap();

@@ -38,7 +38,76 @@ use crate::time::DtnTime;
 pub const DEFAULT_PAIR_CACHE: usize = 4096;
 
 const KIND_ENDPOINT_FLAG: u8 = 0x80;
+/// The plaintext prefix carries a [`Fragment`] descriptor after the endpoint.
+const KIND_FRAGMENT_FLAG: u8 = 0x40;
 const KIND_MASK: u8 = 0x0f;
+
+/// Most fragments one payload is cut into.
+pub const MAX_FRAGMENTS: u32 = 1 << 16;
+
+/// Longest encoded [`Fragment`] descriptor: five varints.
+const MAX_FRAGMENT_LEN: usize = 10 + 5 + 5 + 10 + 10;
+
+/// One piece of a payload that travels as several bundles (proactive
+/// fragmentation, as in RFC 9171 §5.8, but sealed inside the ciphertext: relays
+/// see independent bundles and learn nothing of the message they belong to). Each
+/// fragment is signed, encrypted and kept in custody on its own, so a transfer cut
+/// by a contact's end loses one fragment, not the whole payload, and a node can
+/// forward the first fragments while it still seals the others. The destination
+/// delivers the payload once it holds every fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fragment {
+    /// Names the message, with the source: the sequence number of its first
+    /// fragment (sequence numbers are never reused).
+    pub message: u64,
+    /// This fragment's place, `0..count`.
+    pub index: u32,
+    /// Fragments in the message, `2..=MAX_FRAGMENTS`.
+    pub count: u32,
+    /// Where this fragment's bytes start in the whole payload.
+    pub offset: u64,
+    /// The whole payload's length.
+    pub total: u64,
+}
+
+impl Fragment {
+    /// Whether the descriptor is consistent for a fragment of `len` payload bytes:
+    /// `2 ≤ count ≤ MAX_FRAGMENTS`, `index < count`, a non-empty piece that ends
+    /// within the whole payload.
+    pub fn fits(&self, len: usize) -> bool {
+        (2..=MAX_FRAGMENTS).contains(&self.count)
+            && self.index < self.count
+            && len > 0
+            && self
+                .offset
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= self.total)
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        put_varint(out, self.message);
+        put_varint(out, u64::from(self.index));
+        put_varint(out, u64::from(self.count));
+        put_varint(out, self.offset);
+        put_varint(out, self.total);
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Self, OpenError> {
+        let mut v = |what| r.varint(what).map_err(|_| OpenError::BadPlaintext);
+        let message = v("fragment message")?;
+        let index = u32::try_from(v("fragment index")?).map_err(|_| OpenError::BadPlaintext)?;
+        let count = u32::try_from(v("fragment count")?).map_err(|_| OpenError::BadPlaintext)?;
+        let offset = v("fragment offset")?;
+        let total = v("fragment total")?;
+        Ok(Self {
+            message,
+            index,
+            count,
+            offset,
+            total,
+        })
+    }
+}
 
 /// Who can read a new bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +147,8 @@ pub struct SealParams {
     pub kind: PayloadKind,
     /// Use a fresh ephemeral X25519 key for this bundle (node recipients only).
     pub ephemeral: bool,
+    /// The piece of a larger payload this bundle carries (sealed inside), if any.
+    pub fragment: Option<Fragment>,
 }
 
 /// A bundle being sealed: header built, key derived, payload still to come (see
@@ -148,6 +219,16 @@ pub enum SealError {
     /// Zero lifetime.
     #[error("lifetime must be at least one second")]
     ZeroLifetime,
+    /// The fragment descriptor does not fit the payload ([`Fragment::fits`]).
+    #[error("fragment {index} of {count} does not fit a payload of {len} bytes")]
+    BadFragment {
+        /// The fragment's index.
+        index: u32,
+        /// Fragments in the message.
+        count: u32,
+        /// This fragment's payload length.
+        len: usize,
+    },
     /// Payload larger than the bundle limit.
     #[error("payload of {len} bytes makes a bundle over the {max}-byte limit")]
     TooLarge {
@@ -192,6 +273,8 @@ pub struct Opened {
     pub kind: PayloadKind,
     /// Service endpoint (`None`: default).
     pub endpoint: Option<String>,
+    /// The piece of a larger payload this is, if fragmented.
+    pub fragment: Option<Fragment>,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -203,6 +286,8 @@ pub struct OpenedInPlace {
     pub kind: PayloadKind,
     /// Service endpoint (`None`: default).
     pub endpoint: Option<String>,
+    /// The piece of a larger payload this is, if fragmented.
+    pub fragment: Option<Fragment>,
     /// The bundle's buffer, its payload decrypted.
     pub bytes: Vec<u8>,
     /// Where the payload is in `bytes`.
@@ -217,13 +302,15 @@ pub struct OpenedHead {
     pub kind: PayloadKind,
     /// Service endpoint (`None`: default).
     pub endpoint: Option<String>,
+    /// The piece of a larger payload this is, if fragmented.
+    pub fragment: Option<Fragment>,
     /// Length of the payload, in bytes.
     pub payload_len: usize,
 }
 
 /// Longest plaintext prefix: the kind byte, the endpoint's length varint (one byte,
-/// as `MAX_ENDPOINT_LEN` < 128) and the endpoint.
-const MAX_PREFIX_LEN: usize = 2 + MAX_ENDPOINT_LEN;
+/// as `MAX_ENDPOINT_LEN` < 128), the endpoint and a fragment descriptor.
+const MAX_PREFIX_LEN: usize = 2 + MAX_ENDPOINT_LEN + MAX_FRAGMENT_LEN;
 
 /// What a node remembers about a peer it has met: its decompressed, checked
 /// Ed25519 key and, once computed, the pair secret.
@@ -312,23 +399,40 @@ fn derive_bundle_key(secret: &[u8; 32], mode: &[u8], header: &[u8]) -> Zeroizing
     Zeroizing::new(*h.finalize().as_bytes())
 }
 
-fn encode_plaintext_prefix(kind: PayloadKind, endpoint: Option<&str>, out: &mut Vec<u8>) {
-    match endpoint {
-        Some(e) => {
-            out.push(kind as u8 | KIND_ENDPOINT_FLAG);
-            put_varint(out, e.len() as u64);
-            out.extend_from_slice(e.as_bytes());
-        }
-        None => out.push(kind as u8),
+fn encode_plaintext_prefix(
+    kind: PayloadKind,
+    endpoint: Option<&str>,
+    fragment: Option<&Fragment>,
+    out: &mut Vec<u8>,
+) {
+    let mut k = kind as u8;
+    if endpoint.is_some() {
+        k |= KIND_ENDPOINT_FLAG;
+    }
+    if fragment.is_some() {
+        k |= KIND_FRAGMENT_FLAG;
+    }
+    out.push(k);
+    if let Some(e) = endpoint {
+        put_varint(out, e.len() as u64);
+        out.extend_from_slice(e.as_bytes());
+    }
+    if let Some(f) = fragment {
+        f.encode_into(out);
     }
 }
 
-/// Parses the plaintext prefix (kind, endpoint) at the start of `pt`; returns them
-/// with the payload's offset.
-fn parse_prefix(pt: &[u8]) -> Result<(PayloadKind, Option<String>, usize), OpenError> {
+/// What the plaintext prefix says: kind, endpoint, fragment descriptor, and where
+/// the payload starts.
+type Prefix = (PayloadKind, Option<String>, Option<Fragment>, usize);
+
+/// Parses the plaintext prefix at the start of `pt`, a plaintext of `pt_len` bytes
+/// in all (`pt` may be only its first bytes); a fragment descriptor must fit the
+/// payload behind it.
+fn parse_prefix(pt: &[u8], pt_len: usize) -> Result<Prefix, OpenError> {
     let mut r = Reader::new(pt);
     let k = r.u8("kind").map_err(|_| OpenError::BadPlaintext)?;
-    if k & !(KIND_MASK | KIND_ENDPOINT_FLAG) != 0 {
+    if k & !(KIND_MASK | KIND_ENDPOINT_FLAG | KIND_FRAGMENT_FLAG) != 0 {
         return Err(OpenError::BadPlaintext);
     }
     let kind = PayloadKind::from_u8(k & KIND_MASK).ok_or(OpenError::BadPlaintext)?;
@@ -348,7 +452,16 @@ fn parse_prefix(pt: &[u8]) -> Result<(PayloadKind, Option<String>, usize), OpenE
     } else {
         None
     };
-    Ok((kind, endpoint, r.pos()))
+    let fragment = if k & KIND_FRAGMENT_FLAG != 0 {
+        Some(Fragment::decode(&mut r)?)
+    } else {
+        None
+    };
+    let start = r.pos();
+    if fragment.is_some_and(|f| !f.fits(pt_len.saturating_sub(start))) {
+        return Err(OpenError::BadPlaintext);
+    }
+    Ok((kind, endpoint, fragment, start))
 }
 
 impl Keyring {
@@ -545,9 +658,23 @@ impl Keyring {
             hop_limit: params.hop_limit,
             ephemeral_key: eph_secret.as_ref().map(|s| XPublic::from(s).to_bytes()),
         };
-        let prefix_len = 1 + endpoint
-            .as_ref()
-            .map_or(0, |e| varint_len(e.len() as u64) + e.len());
+        if let Some(f) = &params.fragment {
+            if !f.fits(payload_len) {
+                return Err(SealError::BadFragment {
+                    index: f.index,
+                    count: f.count,
+                    len: payload_len,
+                });
+            }
+        }
+        let mut prefix = Vec::with_capacity(MAX_PREFIX_LEN);
+        encode_plaintext_prefix(
+            params.kind,
+            endpoint.as_deref(),
+            params.fragment.as_ref(),
+            &mut prefix,
+        );
+        let prefix_len = prefix.len();
         let too_large = || SealError::TooLarge {
             len: payload_len,
             max: self.limits.max_bundle_bytes,
@@ -586,7 +713,7 @@ impl Keyring {
 
         put_varint(&mut head, ct_len as u64);
         let ct_start = head.len();
-        encode_plaintext_prefix(params.kind, endpoint.as_deref(), &mut head);
+        head.extend_from_slice(&prefix);
         Ok(SealPlan {
             header,
             head,
@@ -718,6 +845,7 @@ impl Keyring {
         let OpenedInPlace {
             kind,
             endpoint,
+            fragment,
             mut bytes,
             payload,
         } = self.open_verified_in_place(bundle)?;
@@ -726,6 +854,7 @@ impl Keyring {
         Ok(Opened {
             kind,
             endpoint,
+            fragment,
             payload: bytes,
         })
     }
@@ -751,10 +880,12 @@ impl Keyring {
                 &tag,
             )
             .map_err(|_| OpenError::Decrypt)?;
-        let (kind, endpoint, start) = parse_prefix(&bytes[ct.start..body_end])?;
+        let pt = &bytes[ct.start..body_end];
+        let (kind, endpoint, fragment, start) = parse_prefix(pt, pt.len())?;
         Ok(OpenedInPlace {
             kind,
             endpoint,
+            fragment,
             bytes,
             payload: ct.start + start..body_end,
         })
@@ -819,10 +950,11 @@ impl Keyring {
         stream.seek(64u64);
         let mut head = Zeroizing::new(body[..body.len().min(MAX_PREFIX_LEN)].to_vec());
         stream.apply_keystream(&mut head);
-        let (kind, endpoint, start) = parse_prefix(&head)?;
+        let (kind, endpoint, fragment, start) = parse_prefix(&head, body.len())?;
         Ok(OpenedHead {
             kind,
             endpoint,
+            fragment,
             payload_len: body.len() - start,
         })
     }

@@ -21,6 +21,7 @@
 //!     hop_limit: 32,
 //!     kind: PayloadKind::AppData,
 //!     ephemeral: false,
+//!     fragment: None,
 //! };
 //! let bundle = alice.seal(&params, b"hello", &mut rng).unwrap();
 //! let wire = bundle.encode();
@@ -42,8 +43,8 @@ pub use bundle::{
     Priority, DEFAULT_HOP_LIMIT, DEFAULT_MAX_BUNDLE_BYTES, SIG_CONTEXT, SIG_MESSAGE_LEN, VERSION,
 };
 pub use crypto::{
-    verify, verify_many, Keyring, OpenError, Opened, OpenedHead, OpenedInPlace, Recipient,
-    SealError, SealParams, SealPlan,
+    verify, verify_many, Fragment, Keyring, OpenError, Opened, OpenedHead, OpenedInPlace,
+    Recipient, SealError, SealParams, SealPlan, MAX_FRAGMENTS,
 };
 pub use id::{BundleId, IdParseError, NodeHash, NodeId};
 pub use identity::{Identity, KeyFileError};

@@ -2,8 +2,8 @@
 
 use ferry_core::rand_core::{OsRng, SeedableRng};
 use ferry_core::{
-    Bundle, DecodeError, Destination, DtnTime, Identity, Keyring, Limits, OpenError, PayloadKind,
-    Priority, Realm, Recipient, SealError, SealParams,
+    Bundle, DecodeError, Destination, DtnTime, Fragment, Identity, Keyring, Limits, OpenError,
+    PayloadKind, Priority, Realm, Recipient, SealError, SealParams, MAX_FRAGMENTS,
 };
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
@@ -32,6 +32,7 @@ fn params(to: &Keyring) -> SealParams {
         hop_limit: 32,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     }
 }
 
@@ -359,7 +360,20 @@ proptest! {
         hop_limit in any::<u8>(),
         endpoint in proptest::option::of("[a-z]{1,64}"),
         age in any::<u32>(),
+        piece in proptest::option::of(
+            (any::<u64>(), 2u32..=MAX_FRAGMENTS, any::<u32>(), 0u64..1 << 40, 0u64..1 << 20)
+        ),
     ) {
+        // A fragment descriptor that fits the payload (none fits an empty one).
+        let fragment = piece.filter(|_| !payload.is_empty()).map(
+            |(message, count, index, offset, extra)| Fragment {
+                message,
+                index: index % count,
+                count,
+                offset,
+                total: offset + payload.len() as u64 + extra,
+            },
+        );
         let a = node(1, vec![realm()]);
         let b = node(2, vec![realm()]);
         let p = SealParams {
@@ -373,6 +387,7 @@ proptest! {
             hop_limit,
             kind: PayloadKind::Reply,
             ephemeral: ephemeral && !group,
+            fragment,
         };
         // Sealing in a caller's buffer (plan, payload behind the planned head) gives
         // the same bundle as sealing a slice, with the same randomness.
@@ -410,11 +425,14 @@ proptest! {
         prop_assert_eq!(head.kind, opened.kind);
         prop_assert_eq!(&head.endpoint, &opened.endpoint);
         prop_assert_eq!(head.payload_len, payload.len());
+        prop_assert_eq!(head.fragment, fragment);
+        prop_assert_eq!(opened.fragment, fragment);
         let owned = b.open_verified_owned(decoded.clone()).unwrap();
         prop_assert_eq!(&owned, &opened);
         let in_place = b.open_verified_in_place(decoded.clone()).unwrap();
         prop_assert_eq!(in_place.kind, opened.kind);
         prop_assert_eq!(&in_place.endpoint, &opened.endpoint);
+        prop_assert_eq!(in_place.fragment, fragment);
         prop_assert_eq!(&in_place.bytes[in_place.payload.clone()], &payload[..]);
         prop_assert_eq!(opened.payload, payload);
         prop_assert_eq!(opened.endpoint, endpoint);
@@ -545,6 +563,73 @@ fn the_head_open_reads_the_longest_endpoint() {
         assert_eq!(opened.payload, payload);
         assert_eq!(opened.endpoint, head.endpoint);
     }
+    // With the widest fragment descriptor too.
+    for payload in [&[9u8][..], &[7u8; 100][..]] {
+        let len = payload.len() as u64;
+        p.fragment = Some(Fragment {
+            message: u64::MAX,
+            index: MAX_FRAGMENTS - 1,
+            count: MAX_FRAGMENTS,
+            offset: u64::MAX - len,
+            total: u64::MAX,
+        });
+        let sealed = a.seal(&p, payload, &mut OsRng).unwrap();
+        let head = b.open_head_verified(&sealed).unwrap();
+        assert_eq!(head.endpoint.as_deref(), Some(ep.as_str()));
+        assert_eq!(head.fragment, p.fragment);
+        assert_eq!(head.payload_len, payload.len());
+        assert_eq!(b.open_verified(&sealed).unwrap().payload, payload);
+    }
+}
+
+/// A fragment descriptor that does not fit its payload is refused when sealing.
+#[test]
+fn fragments_that_do_not_fit_are_refused() {
+    let a = node(1, vec![realm()]);
+    let b = node(2, vec![realm()]);
+    let fits = Fragment {
+        message: 3,
+        index: 1,
+        count: 3,
+        offset: 10,
+        total: 30,
+    };
+    let mut p = params(&b);
+    p.fragment = Some(fits);
+    let sealed = a.seal(&p, &[1; 10], &mut OsRng).unwrap();
+    assert_eq!(b.open(&sealed).unwrap().fragment, Some(fits));
+    for bad in [
+        Fragment {
+            count: 1,
+            index: 0,
+            ..fits
+        },
+        Fragment { index: 3, ..fits },
+        Fragment {
+            count: MAX_FRAGMENTS + 1,
+            ..fits
+        },
+        Fragment { offset: 21, ..fits },
+        Fragment {
+            offset: u64::MAX,
+            total: u64::MAX,
+            ..fits
+        },
+    ] {
+        p.fragment = Some(bad);
+        assert!(
+            matches!(
+                a.seal(&p, &[1; 10], &mut OsRng),
+                Err(SealError::BadFragment { .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    p.fragment = Some(fits);
+    assert!(matches!(
+        a.seal(&p, &[], &mut OsRng),
+        Err(SealError::BadFragment { .. })
+    ));
 }
 
 /// Payloads that cross the one-pass AEAD's 64 KiB pieces seal to bundles whose id is

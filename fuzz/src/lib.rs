@@ -84,6 +84,7 @@ fn params(recipient: Recipient) -> SealParams {
         hop_limit: ferry_core::DEFAULT_HOP_LIMIT,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     }
 }
 
@@ -121,6 +122,7 @@ pub fn seed_bundles() -> Vec<(&'static str, Vec<u8>)> {
         &s,
         SealParams {
             ephemeral: true,
+            fragment: None,
             sequence: 3,
             priority: Priority::Expedited,
             ..params(node(me, None))
@@ -270,37 +272,46 @@ pub fn group_bundle(
     buf
 }
 
+/// One canonical LEB128 varint (at most 10 bytes, no trailing zero byte, within
+/// 64 bits) from the front of `rest`.
+fn reference_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut i = 0;
+    loop {
+        let (&b, r) = rest.split_first()?;
+        *rest = r;
+        if i == 9 && b & 0xfe != 0 {
+            return None;
+        }
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return None;
+            }
+            return Some(v);
+        }
+        i += 1;
+        if i == 10 {
+            return None;
+        }
+    }
+}
+
 /// The plaintext rules of docs/wire-format.md, written independently of ferry-core
-/// (differential oracle): `kind:u8` (low 4 bits a kind 0..=7, bit 7 "endpoint follows",
-/// bits 4-6 zero), then, with bit 7, `len:varint` (canonical, 1..=64) and `len` bytes
-/// of UTF-8; the rest is the payload.
+/// (differential oracle): `kind:u8` (low 4 bits a kind 0..=8, bit 7 "endpoint follows",
+/// bit 6 "fragment descriptor follows", bits 4-5 zero), then, with bit 7, `len:varint`
+/// (canonical, 1..=64) and `len` bytes of UTF-8, then, with bit 6, five varints
+/// (message, index, count, offset, total) with `2 <= count <= 65536`,
+/// `index < count`, a non-empty payload and `offset + payload length <= total`; the
+/// rest is the payload.
 pub fn reference_plaintext(pt: &[u8]) -> Option<Opened> {
     let (&k, mut rest) = pt.split_first()?;
-    if k & 0x70 != 0 {
+    if k & 0x30 != 0 {
         return None;
     }
     let kind = PayloadKind::from_u8(k & 0x0f)?;
     let endpoint = if k & 0x80 != 0 {
-        let mut len: u64 = 0;
-        let mut i = 0;
-        loop {
-            let (&b, r) = rest.split_first()?;
-            rest = r;
-            if i == 9 && b & 0xfe != 0 {
-                return None;
-            }
-            len |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                if i > 0 && b == 0 {
-                    return None;
-                }
-                break;
-            }
-            i += 1;
-            if i == 10 {
-                return None;
-            }
-        }
+        let len = reference_varint(&mut rest)?;
         if len == 0 || len > 64 || len as usize > rest.len() {
             return None;
         }
@@ -310,9 +321,30 @@ pub fn reference_plaintext(pt: &[u8]) -> Option<Opened> {
     } else {
         None
     };
+    let fragment = if k & 0x40 != 0 {
+        let message = reference_varint(&mut rest)?;
+        let index = u32::try_from(reference_varint(&mut rest)?).ok()?;
+        let count = u32::try_from(reference_varint(&mut rest)?).ok()?;
+        let offset = reference_varint(&mut rest)?;
+        let total = reference_varint(&mut rest)?;
+        let end = offset.checked_add(rest.len() as u64)?;
+        if !(2..=65_536).contains(&count) || index >= count || rest.is_empty() || end > total {
+            return None;
+        }
+        Some(ferry_core::Fragment {
+            message,
+            index,
+            count,
+            offset,
+            total,
+        })
+    } else {
+        None
+    };
     Some(Opened {
         kind,
         endpoint,
+        fragment,
         payload: rest.to_vec(),
     })
 }

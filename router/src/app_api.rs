@@ -91,6 +91,7 @@ impl SubmitQuery {
             hop_limit: defaults.hop_limit,
             kind: PayloadKind::AppData,
             ephemeral: self.ephemeral,
+            fragment: None,
         })
     }
 }

@@ -196,7 +196,17 @@ pub struct StoreSection {
     pub max_bundles: u64,
     /// Largest bundle accepted, in bytes.
     pub max_bundle_bytes: usize,
+    /// A submitted payload that would make a bundle larger than this travels as
+    /// fragments, bundles of at most this many bytes each (0: never fragment).
+    pub fragment_bytes: usize,
 }
+
+/// Default `[store] fragment_bytes`: 4 MiB, the default bundle limit of a serial
+/// cable, so that fragments of large payloads cross cables too.
+pub const DEFAULT_FRAGMENT_BYTES: usize = 4 << 20;
+
+/// Smallest `[store] fragment_bytes` other than 0.
+pub const MIN_FRAGMENT_BYTES: usize = 64 << 10;
 
 impl Default for StoreSection {
     fn default() -> Self {
@@ -204,6 +214,7 @@ impl Default for StoreSection {
             max_bytes: 1024 * 1024 * 1024,
             max_bundles: 1_000_000,
             max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+            fragment_bytes: DEFAULT_FRAGMENT_BYTES,
         }
     }
 }
@@ -489,6 +500,11 @@ impl Config {
                 "store.max_bundle_bytes must be at least 1024".into(),
             ));
         }
+        if self.store.fragment_bytes != 0 && self.store.fragment_bytes < MIN_FRAGMENT_BYTES {
+            return Err(ConfigError::Value(format!(
+                "store.fragment_bytes must be 0 (never fragment) or at least {MIN_FRAGMENT_BYTES}"
+            )));
+        }
         Ok(())
     }
 
@@ -585,8 +601,12 @@ max_bytes = {drives_max}
 # nothing already accepted is dropped to make room.
 max_bytes = {max_bytes}
 max_bundles = {max_bundles}
-# Largest bundle accepted from peers or apps, in bytes.
+# Largest bundle accepted from peers or apps, in bytes (an app's payload too).
 max_bundle_bytes = {max_bundle_bytes}
+# A larger payload travels as fragments: bundles of at most this many bytes,
+# each forwarded and kept in custody on its own, delivered whole once all are in
+# (default 4 MiB; 0 = never fragment).
+fragment_bytes = {fragment_bytes}
 "#,
             listen = q(&self.node.listen.to_string()),
             api = q(&self.node.api.to_string()),
@@ -602,6 +622,7 @@ max_bundle_bytes = {max_bundle_bytes}
             max_bytes = self.store.max_bytes,
             max_bundles = self.store.max_bundles,
             max_bundle_bytes = self.store.max_bundle_bytes,
+            fragment_bytes = self.store.fragment_bytes,
             disc_enabled = self.discovery.enabled,
             disc_listen = q(&self.discovery.listen.to_string()),
             disc_targets = list(

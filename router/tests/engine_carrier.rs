@@ -87,6 +87,7 @@ impl Node {
             hop_limit: 8,
             kind: PayloadKind::AppData,
             ephemeral: false,
+            fragment: None,
         };
         let b = self
             .keyring

@@ -65,6 +65,7 @@ fn custody_is_acknowledged_only_after_the_commit_and_commits_are_grouped() {
             hop_limit: 8,
             kind: PayloadKind::AppData,
             ephemeral: false,
+            fragment: None,
         };
         let mut bundle = ka
             .seal(&p, b"data", &mut ferry_core::rand_core::OsRng)

@@ -845,6 +845,7 @@ impl Sim<'_> {
                         hop_limit: self.scenario.routing.hop_limit,
                         kind: PayloadKind::AppData,
                         ephemeral: false,
+                        fragment: None,
                     }),
                     payload: u64::from(i).to_le_bytes(),
                 }

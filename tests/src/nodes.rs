@@ -310,3 +310,66 @@ pub fn linked_pair(dir: &Path, policy: &str) -> (TestNode, TestNode) {
     b.set_peers(&[a.addr()]);
     (a, b)
 }
+
+/// POSTs `payload` to a node's `/v1/bundles` with chunked transfer encoding, in
+/// chunks of the given sizes (cycled); returns the raw HTTP answer.
+pub fn post_chunked(api: u16, query: &str, payload: &[u8], sizes: &[usize]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST /v1/bundles?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = head.into_bytes();
+    let (mut at, mut i) = (0, 0);
+    while at < payload.len() {
+        let n = sizes[i % sizes.len()].min(payload.len() - at);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&payload[at..at + n]);
+        out.extend_from_slice(b"\r\n");
+        (at, i) = (at + n, i + 1);
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    // A node that refuses the body may answer and close before reading all of it.
+    let _ = s.write_all(&out);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Posts `payload` with a `Content-Length` of `declared` bytes, written in pieces of
+/// `sizes` (a short payload is an upload cut off: the client stops writing).
+pub fn post_sized(
+    api: u16,
+    query: &str,
+    payload: &[u8],
+    declared: usize,
+    sizes: &[usize],
+) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+    let head = format!(
+        "POST /v1/bundles?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+         Content-Length: {declared}\r\nConnection: close\r\n\r\n"
+    );
+    let _ = s.write_all(head.as_bytes());
+    let (mut at, mut i) = (0, 0);
+    while at < payload.len() {
+        let n = sizes[i % sizes.len()].min(payload.len() - at);
+        if s.write_all(&payload[at..at + n]).is_err() {
+            break;
+        }
+        (at, i) = (at + n, i + 1);
+    }
+    if payload.len() < declared {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -44,6 +44,7 @@ fn bytes_on_air() {
         hop_limit: 8,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     };
     let bundle = a
         .seal(&params, &[0x42; 50], &mut ferry_core::rand_core::OsRng)

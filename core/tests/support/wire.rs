@@ -27,6 +27,7 @@ pub fn worked_example() -> (Keyring, Keyring, Bundle) {
         hop_limit: 32,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     };
     // Ed25519 is deterministic and pair mode draws no randomness: same bytes always.
     let bundle = alice

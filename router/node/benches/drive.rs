@@ -352,6 +352,7 @@ fn params(to: NodeId, realm: &str) -> SealParams {
         hop_limit: 32,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     }
 }
 

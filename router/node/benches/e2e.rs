@@ -474,6 +474,7 @@ fn main() {
             hop_limit: 32,
             kind: PayloadKind::AppData,
             ephemeral: false,
+            fragment: None,
         };
         let t = Instant::now();
         let seqs = store.reserve_sequence(waiting as u64).expect("seq");

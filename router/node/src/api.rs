@@ -113,8 +113,25 @@ pub fn submit_params(shared: &Shared, q: &SubmitQuery) -> Result<SealParams, Api
     .map_err(|e| bad(e.0))
 }
 
-/// The answer to one submission: the bundle id once it is committed.
-pub type SubmitReply = oneshot::Receiver<Result<BundleId, SubmitError>>;
+/// The answer to one submission: the bundle id once it is committed (for a
+/// payload sent in fragments, every fragment's; the first names the payload).
+#[derive(Debug)]
+pub struct SubmitReply(Vec<oneshot::Receiver<Result<BundleId, SubmitError>>>);
+
+impl SubmitReply {
+    /// Bundles the payload was sealed into.
+    pub fn bundles(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Bytes a fragment's bundle adds to its piece of the payload, at most: header
+/// (with an ephemeral key), ciphertext length, plaintext prefix (kind, endpoint,
+/// fragment descriptor), tag, signature and envelope are under 400 bytes.
+pub const FRAGMENT_HEADROOM: usize = 1024;
+
+/// Fragments being sealed at once for one upload (each holds one piece in memory).
+const SEALING_AHEAD: usize = 2;
 
 /// The most of a refused submission's body read (and dropped) before answering.
 const DRAIN_MAX: usize = 1 << 20;
@@ -131,6 +148,19 @@ pub async fn start_submit(
     mut params: SealParams,
     payload: Bytes,
 ) -> Result<SubmitReply, ApiError> {
+    if let Some(piece) = fragment_piece(shared, payload.len()) {
+        let mut f = Fragmenter::new(shared, params, payload.len(), piece)?;
+        for i in 0..f.count {
+            let (plan, head) = f.plan_next()?;
+            let at = i as usize * piece;
+            let chunk = &payload[at..payload.len().min(at + piece)];
+            let mut buf = Vec::with_capacity(plan.total_len());
+            buf.resize(head, 0);
+            buf.extend_from_slice(chunk);
+            f.seal(plan, buf).await?;
+        }
+        return f.finish().await;
+    }
     stamp(shared, &mut params)?;
     let sealed = if payload.len() <= INLINE_SEAL_MAX {
         shared.keyring.seal(&params, &payload, &mut OsRng)
@@ -168,6 +198,13 @@ fn stamp(shared: &Shared, params: &mut SealParams) -> Result<(), ApiError> {
 
 /// Gives a sealed bundle to the engine; the reply comes once it is committed.
 async fn hand_over(shared: &Arc<Shared>, bundle: Bundle) -> Result<SubmitReply, ApiError> {
+    Ok(SubmitReply(vec![hand_over_one(shared, bundle).await?]))
+}
+
+async fn hand_over_one(
+    shared: &Arc<Shared>,
+    bundle: Bundle,
+) -> Result<oneshot::Receiver<Result<BundleId, SubmitError>>, ApiError> {
     let (tx, rx) = oneshot::channel();
     shared
         .cmds
@@ -175,6 +212,165 @@ async fn hand_over(shared: &Arc<Shared>, bundle: Bundle) -> Result<SubmitReply, 
         .await
         .map_err(|_| shutting_down())?;
     Ok(rx)
+}
+
+/// The payload bytes per fragment when a payload of `len` bytes is to travel in
+/// fragments (`[store] fragment_bytes`), or `None` if it goes as one bundle.
+fn fragment_piece(shared: &Shared, len: usize) -> Option<usize> {
+    let max = shared.config.store.fragment_bytes;
+    let piece = max.checked_sub(FRAGMENT_HEADROOM).filter(|p| *p > 0)?;
+    (len > piece).then_some(piece)
+}
+
+/// Seals a payload's fragments one after the other, each sealed on a blocking
+/// thread while the next piece is read ([`SEALING_AHEAD`] at a time), and hands
+/// them to the engine in order: the first fragments are stored, and forwarded,
+/// while the rest of the upload is still coming in.
+struct Fragmenter {
+    shared: Arc<Shared>,
+    params: SealParams,
+    message: u64,
+    count: u32,
+    total: usize,
+    piece: usize,
+    next: u32,
+    sealing:
+        std::collections::VecDeque<tokio::task::JoinHandle<Result<Bundle, ferry_core::SealError>>>,
+    replies: Vec<oneshot::Receiver<Result<BundleId, SubmitError>>>,
+}
+
+impl Fragmenter {
+    fn new(
+        shared: &Arc<Shared>,
+        params: SealParams,
+        total: usize,
+        piece: usize,
+    ) -> Result<Self, ApiError> {
+        let count = u32::try_from(total.div_ceil(piece))
+            .ok()
+            .filter(|c| *c <= ferry_core::MAX_FRAGMENTS)
+            .ok_or_else(too_large)?;
+        Ok(Self {
+            shared: shared.clone(),
+            params,
+            message: 0,
+            count,
+            total,
+            piece,
+            next: 0,
+            sealing: std::collections::VecDeque::with_capacity(SEALING_AHEAD),
+            replies: Vec::with_capacity(count as usize),
+        })
+    }
+
+    /// Plans the next fragment: its own creation time and sequence number (the
+    /// first fragment's number names the message); the plan and the bytes to
+    /// reserve before its piece.
+    fn plan_next(&mut self) -> Result<(ferry_core::SealPlan, usize), ApiError> {
+        let index = self.next;
+        let mut params = self.params.clone();
+        stamp(&self.shared, &mut params)?;
+        if index == 0 {
+            self.message = params.sequence;
+        }
+        let offset = index as usize * self.piece;
+        let len = self.piece.min(self.total - offset);
+        params.fragment = Some(ferry_core::Fragment {
+            message: self.message,
+            index,
+            count: self.count,
+            offset: offset as u64,
+            total: self.total as u64,
+        });
+        let plan = self
+            .shared
+            .keyring
+            .plan_seal(&params, len, &mut OsRng)
+            .map_err(seal_error)?;
+        self.next += 1;
+        let head = plan.head_len();
+        Ok((plan, head))
+    }
+
+    /// Seals `buf` (the plan's head, then its piece) on a blocking thread; first
+    /// hands the oldest sealed fragment to the engine if [`SEALING_AHEAD`] are
+    /// being sealed.
+    async fn seal(&mut self, plan: ferry_core::SealPlan, buf: Vec<u8>) -> Result<(), ApiError> {
+        if self.sealing.len() >= SEALING_AHEAD {
+            self.hand_over_oldest().await?;
+        }
+        let (keyring, store) = (self.shared.keyring.clone(), self.shared.store.clone());
+        self.sealing.push_back(tokio::task::spawn_blocking(move || {
+            keyring
+                .seal_planned(plan, buf)
+                .inspect(|b| stage(&store, b))
+        }));
+        Ok(())
+    }
+
+    async fn hand_over_oldest(&mut self) -> Result<(), ApiError> {
+        let Some(job) = self.sealing.pop_front() else {
+            return Ok(());
+        };
+        let bundle = job
+            .await
+            .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "worker failed".into()))?
+            .map_err(seal_error)?;
+        self.replies
+            .push(hand_over_one(&self.shared, bundle).await?);
+        Ok(())
+    }
+
+    /// Hands the last fragments over; the reply covers every fragment.
+    async fn finish(mut self) -> Result<SubmitReply, ApiError> {
+        while !self.sealing.is_empty() {
+            self.hand_over_oldest().await?;
+        }
+        Ok(SubmitReply(self.replies))
+    }
+}
+
+/// [`start_submit_upload`] for a payload that travels in fragments of `piece`
+/// bytes: each piece is read from the body into its own bundle's buffer and
+/// sealed while the next one is read.
+async fn start_submit_fragments(
+    shared: &Arc<Shared>,
+    params: SealParams,
+    body: axum::body::Body,
+    len: usize,
+    piece: usize,
+) -> Result<SubmitReply, ApiError> {
+    use futures_util::StreamExt;
+    let mut f = Fragmenter::new(shared, params, len, piece)?;
+    let mut stream = body.into_data_stream();
+    let mut rest = Bytes::new();
+    let mut read = 0usize;
+    for _ in 0..f.count {
+        let (plan, head) = f.plan_next()?;
+        let want = head + plan.payload_len();
+        let mut buf = Vec::with_capacity(plan.total_len());
+        buf.resize(head, 0);
+        while buf.len() < want {
+            if rest.is_empty() {
+                match stream.next().await {
+                    Some(chunk) => rest = chunk.map_err(|e| bad(format!("upload failed: {e}")))?,
+                    None => {
+                        return Err(bad(format!(
+                        "upload ended after {read} of the {len} bytes its Content-Length announced"
+                    )))
+                    }
+                }
+            }
+            let take = rest.len().min(want - buf.len());
+            buf.extend_from_slice(&rest.split_to(take));
+            read += take;
+        }
+        f.seal(plan, buf).await?;
+    }
+    if !rest.is_empty() || stream.next().await.is_some() {
+        return Err(too_large());
+    }
+    f.finish().await
 }
 
 /// [`start_submit`] for an upload of `len` bytes (its `Content-Length`) still to be
@@ -187,6 +383,9 @@ async fn start_submit_upload(
     body: axum::body::Body,
     len: usize,
 ) -> Result<SubmitReply, ApiError> {
+    if let Some(piece) = fragment_piece(shared, len) {
+        return start_submit_fragments(shared, params, body, len, piece).await;
+    }
     stamp(shared, &mut params)?;
     let plan = shared
         .keyring
@@ -262,17 +461,25 @@ fn too_large() -> ApiError {
     )
 }
 
-/// What a submission's reply means for the app.
+/// What a submission's reply means for the app: the (first) bundle's id once
+/// every bundle is committed, or the first refusal.
 pub async fn submit_outcome(reply: SubmitReply) -> Result<BundleId, ApiError> {
-    match reply.await {
-        Ok(Ok(id)) => Ok(id),
-        Ok(Err(SubmitError::StoreFull)) => Err(ApiError(
-            StatusCode::INSUFFICIENT_STORAGE,
-            "store full".into(),
-        )),
-        Ok(Err(SubmitError::ShuttingDown)) | Err(_) => Err(shutting_down()),
-        Ok(Err(e)) => Err(bad(e.to_string())),
+    let mut first = None;
+    for r in reply.0 {
+        let id = match r.await {
+            Ok(Ok(id)) => id,
+            Ok(Err(SubmitError::StoreFull)) => {
+                return Err(ApiError(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "store full".into(),
+                ))
+            }
+            Ok(Err(SubmitError::ShuttingDown)) | Err(_) => return Err(shutting_down()),
+            Ok(Err(e)) => return Err(bad(e.to_string())),
+        };
+        first.get_or_insert(id);
     }
+    first.ok_or_else(shutting_down)
 }
 
 fn shutting_down() -> ApiError {
@@ -315,8 +522,13 @@ async fn submit(
             start_submit(&shared, params, Bytes::from(payload)).await?
         }
     };
+    let fragments = reply.bundles();
     let id = submit_outcome(reply).await?;
-    Ok(Json(json!({ "id": id.to_string() })))
+    Ok(Json(if fragments > 1 {
+        json!({ "id": id.to_string(), "fragments": fragments })
+    } else {
+        json!({ "id": id.to_string() })
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,7 +560,41 @@ async fn next_delivery(
         "ferry-group",
         hv(if pending.group { "true" } else { "false" }),
     );
-    Ok((StatusCode::OK, headers, payload).into_response())
+    headers.insert(
+        axum::http::header::CONTENT_LENGTH,
+        HeaderValue::from(payload.len()),
+    );
+    Ok((StatusCode::OK, headers, payload.into_body()).into_response())
+}
+
+/// A payload read for an app: a bundle's, or the pieces of a payload that came in
+/// fragments, in order (answered one after the other, not joined).
+#[derive(Debug)]
+pub struct Payload(Vec<Bytes>);
+
+impl Payload {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(Bytes::len).sum()
+    }
+
+    /// The payload in one buffer (a copy only if it came in fragments).
+    pub fn into_bytes(mut self) -> Bytes {
+        if self.0.len() == 1 {
+            return self.0.pop().unwrap_or_default();
+        }
+        let mut all = Vec::with_capacity(self.len());
+        for piece in &self.0 {
+            all.extend_from_slice(piece);
+        }
+        Bytes::from(all)
+    }
+
+    /// An HTTP body that sends the pieces one after the other.
+    fn into_body(self) -> axum::body::Body {
+        let pieces = futures_util::stream::iter(self.0.into_iter().map(Ok::<_, Infallible>));
+        axum::body::Body::from_stream(pieces)
+    }
 }
 
 /// Leases up to `max` deliveries of `endpoint` and reads their payloads, waiting
@@ -359,7 +605,7 @@ pub async fn wait_deliveries(
     endpoint: &str,
     max: usize,
     deadline: Option<tokio::time::Instant>,
-) -> Result<Vec<(Pending, Bytes)>, ApiError> {
+) -> Result<Vec<(Pending, Payload)>, ApiError> {
     loop {
         let notified = shared.delivery_ready.notified();
         let leased: Vec<(BundleId, Pending)> = shared
@@ -377,7 +623,10 @@ pub async fn wait_deliveries(
             let opened = tokio::task::spawn_blocking(move || {
                 leased
                     .into_iter()
-                    .map(|(id, p)| (id, p, open_stored(&s, &id)))
+                    .map(|(id, p)| {
+                        let payload = read_payload(&s, &p);
+                        (id, p, payload)
+                    })
                     .collect::<Vec<_>>()
             })
             .await
@@ -413,9 +662,60 @@ pub async fn wait_deliveries(
     }
 }
 
+/// Reads a delivery's payload: its bundle, or every fragment of it (opened on up
+/// to four threads, in order); `None` if a bundle of it is no longer stored.
+fn read_payload(shared: &Shared, pending: &Pending) -> Result<Option<Payload>, String> {
+    let Some(parts) = &pending.parts else {
+        return Ok(open_stored(shared, &pending.raw_id)?.map(|(p, _)| Payload(vec![p])));
+    };
+    let n = parts.ids.len();
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(n);
+    type Opened = Result<Option<(Bytes, Option<ferry_core::Fragment>)>, String>;
+    let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = (0..workers)
+            .map(|w| {
+                scope.spawn(move || {
+                    (w..n)
+                        .step_by(workers)
+                        .map(|i| (i, open_stored(shared, &parts.ids[i])))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for job in jobs {
+            for (i, r) in job.join().unwrap_or_default() {
+                opened[i] = Some(r);
+            }
+        }
+    });
+    let mut pieces = Vec::with_capacity(n);
+    for (i, r) in opened.into_iter().enumerate() {
+        let Some((piece, fragment)) = r.ok_or("a worker failed")?? else {
+            return Ok(None);
+        };
+        let fits = fragment
+            .is_some_and(|f| f.offset == parts.offsets[i] && piece.len() as u64 == parts.len_of(i));
+        if !fits {
+            return Err(format!(
+                "fragment {i} of delivery {} does not fit the payload's others",
+                pending.id
+            ));
+        }
+        pieces.push(piece);
+    }
+    Ok(Some(Payload(pieces)))
+}
+
 /// Reads a delivered bundle back from the store and decrypts it; `None` if it is no
 /// longer stored.
-fn open_stored(shared: &Shared, id: &BundleId) -> Result<Option<Bytes>, String> {
+fn open_stored(
+    shared: &Shared,
+    id: &BundleId,
+) -> Result<Option<(Bytes, Option<ferry_core::Fragment>)>, String> {
     let Some(rec) = shared.store.get(id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -429,7 +729,10 @@ fn open_stored(shared: &Shared, id: &BundleId) -> Result<Option<Bytes>, String> 
         .keyring
         .open_verified_in_place(bundle)
         .map_err(|e| e.to_string())?;
-    Ok(Some(Bytes::from(opened.bytes).slice(opened.payload)))
+    Ok(Some((
+        Bytes::from(opened.bytes).slice(opened.payload),
+        opened.fragment,
+    )))
 }
 
 async fn ack(
@@ -443,22 +746,27 @@ async fn ack(
 
 /// Releases a delivery an app has taken (the node then sends a receipt).
 pub async fn ack_delivery(shared: &Shared, id: BundleId) -> Result<(), ApiError> {
-    let known = shared
+    let Some(bundles) = shared
         .deliveries
         .lock()
-        .map(|d| d.contains(&id))
-        .unwrap_or(false);
-    if !known {
+        .ok()
+        .and_then(|d| d.bundles_of(&id))
+    else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             "no delivery with this id is waiting".into(),
         ));
+    };
+    // A payload that came in fragments: every fragment is released (each gets
+    // its receipt).
+    for id in bundles {
+        shared
+            .cmds
+            .send(Cmd::AppAck { id })
+            .await
+            .map_err(|_| shutting_down())?;
     }
-    shared
-        .cmds
-        .send(Cmd::AppAck { id })
-        .await
-        .map_err(|_| shutting_down())
+    Ok(())
 }
 
 async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -477,10 +785,10 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
                 .collect()
         })
         .unwrap_or_default();
-    let queued = shared
+    let (queued, fragments) = shared
         .deliveries
         .lock()
-        .map(|d| d.counts())
+        .map(|d| (d.counts(), d.fragments_held()))
         .unwrap_or_default();
     let links = shared.links.lock().map(|l| l.len()).unwrap_or(0);
     let serial = shared.serial.lock().map(|m| m.clone()).unwrap_or_default();
@@ -514,6 +822,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Result<Json<serde_json::Va
             "seen": stats.seen,
         },
         "deliveries_waiting": queued,
+        "fragments_held": { "fragments": fragments.0, "messages": fragments.1 },
         "delivered": delivered,
         "rejected_on_arrival": shared.rejected.load(std::sync::atomic::Ordering::Relaxed),
         "serial": serial,

@@ -26,12 +26,14 @@ use bytes::Bytes;
 use ferry_cl_api::{LinkEvent, LinkId, TransferId};
 use ferry_cl_quic::{DiscoveryConfig, QuicConfig, QuicLink};
 
-use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeId, OpenError, PayloadKind};
+use ferry_core::{Bundle, BundleId, DtnTime, Fragment, Keyring, NodeId, OpenError, PayloadKind};
 use ferry_router::config::Config;
 use ferry_router::engine::{
     Engine, EngineConfig, EngineStats, ImportOutcome, Input, Millis, Origin, Output, RefuseReason,
 };
 use ferry_storage::LmdbStore;
+
+use crate::reassembly::{Added, Message, Parts, Reassembly};
 use tokio::sync::{broadcast, mpsc, oneshot, Notify};
 
 /// Capacity of the engine's command channel.
@@ -206,6 +208,20 @@ pub struct Pending {
     pub leased_until: Option<Millis>,
     #[serde(skip)]
     pub(crate) raw_id: BundleId,
+    /// For a payload that came in fragments: its fragments, in order (the first
+    /// is `raw_id`).
+    #[serde(skip)]
+    pub(crate) parts: Option<Arc<Parts>>,
+}
+
+impl Pending {
+    /// The bundles an acknowledgment of this delivery releases.
+    pub fn bundles(&self) -> Vec<BundleId> {
+        match &self.parts {
+            Some(p) => p.ids.clone(),
+            None => vec![self.raw_id],
+        }
+    }
 }
 
 /// Deliveries per endpoint (the default endpoint is `""`): each endpoint's ids in
@@ -216,6 +232,26 @@ pub struct Pending {
 pub struct Deliveries {
     queues: HashMap<String, Queue>,
     items: HashMap<BundleId, (String, Pending)>,
+    /// Fragments of messages not yet complete.
+    reassembly: Reassembly,
+    /// Each fragment of a queued fragmented delivery: the delivery's id.
+    whole_of: HashMap<BundleId, BundleId>,
+}
+
+/// What became of a fragment handed to [`Deliveries::push_fragment`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum FragmentOutcome {
+    /// Held until the message's other fragments are in.
+    Waiting,
+    /// Already held or queued.
+    Duplicate,
+    /// The message is complete and queued under this id (its first fragment's).
+    Queued(BundleId),
+    /// Not held: the table or the endpoint's queue is full (it waits in the store
+    /// until a restart).
+    Full,
+    /// Not held: it contradicts the message's other fragments.
+    Conflict,
 }
 
 #[derive(Debug, Default)]
@@ -273,11 +309,73 @@ impl Deliveries {
         }
     }
 
-    /// Drops a delivery (acknowledged, or no longer stored); whether it was queued.
+    /// Holds a fragment of a payload for `endpoint`; queues the payload once its
+    /// last fragment is in.
+    pub fn push_fragment(
+        &mut self,
+        id: BundleId,
+        source: NodeId,
+        message: Message,
+        fragment: Fragment,
+    ) -> FragmentOutcome {
+        if self.whole_of.contains_key(&id) {
+            return FragmentOutcome::Duplicate;
+        }
+        match self.reassembly.add(id, source, message, fragment) {
+            Added::Waiting => FragmentOutcome::Waiting,
+            Added::Duplicate => FragmentOutcome::Duplicate,
+            Added::Full => FragmentOutcome::Full,
+            Added::Conflict => FragmentOutcome::Conflict,
+            Added::Complete(m, parts) => {
+                let first = parts.ids[0];
+                let pending = Pending {
+                    id: first.to_string(),
+                    source: source.to_string(),
+                    kind: kind_name(m.kind).to_owned(),
+                    group: m.group,
+                    leased_until: None,
+                    raw_id: first,
+                    parts: Some(Arc::new(parts)),
+                };
+                let ids = pending.bundles();
+                if !self.push(m.endpoint, pending) {
+                    return FragmentOutcome::Full;
+                }
+                for part in ids {
+                    self.whole_of.insert(part, first);
+                }
+                FragmentOutcome::Queued(first)
+            }
+        }
+    }
+
+    /// Fragments held for payloads not yet complete, and how many payloads.
+    pub fn fragments_held(&self) -> (usize, usize) {
+        (self.reassembly.held(), self.reassembly.messages())
+    }
+
+    /// Drops a delivery (acknowledged, or no longer stored), or the fragment `id`
+    /// of one (the payload it belonged to then leaves the queue: it can no longer
+    /// be read whole); whether a queued delivery was dropped.
     pub fn remove(&mut self, id: &BundleId) -> bool {
-        let Some((endpoint, _)) = self.items.remove(id) else {
+        if let Some(first) = self.whole_of.remove(id) {
+            return self.remove_item(&first);
+        }
+        if self.reassembly.remove(id) {
+            return false;
+        }
+        self.remove_item(id)
+    }
+
+    fn remove_item(&mut self, id: &BundleId) -> bool {
+        let Some((endpoint, pending)) = self.items.remove(id) else {
             return false;
         };
+        if let Some(parts) = &pending.parts {
+            for part in &parts.ids {
+                self.whole_of.remove(part);
+            }
+        }
         if let Some(q) = self.queues.get_mut(&endpoint) {
             q.live = q.live.saturating_sub(1);
             if q.live == 0 {
@@ -291,8 +389,15 @@ impl Deliveries {
     }
 
     /// Whether `id` is queued for an app.
+    #[cfg(test)]
     pub fn contains(&self, id: &BundleId) -> bool {
         self.items.contains_key(id)
+    }
+
+    /// The bundles an acknowledgment of delivery `id` releases (`None`: not
+    /// queued).
+    pub fn bundles_of(&self, id: &BundleId) -> Option<Vec<BundleId>> {
+        self.items.get(id).map(|(_, p)| p.bundles())
     }
 
     /// Number of deliveries queued, per endpoint.
@@ -1101,6 +1206,59 @@ impl EngineLoop {
                 source,
                 endpoint,
                 kind,
+                fragment: Some(fragment),
+                group,
+                payload: _,
+            } => {
+                let message = Message {
+                    endpoint: endpoint.unwrap_or_default(),
+                    kind,
+                    group,
+                    count: fragment.count,
+                    total: fragment.total,
+                };
+                let endpoint = message.endpoint.clone();
+                let outcome = self
+                    .shared
+                    .deliveries
+                    .lock()
+                    .map(|mut d| d.push_fragment(id, source, message, fragment))
+                    .unwrap_or(FragmentOutcome::Full);
+                match outcome {
+                    FragmentOutcome::Queued(first) => {
+                        tracing::info!(
+                            bundle = %first.short(),
+                            fragments = fragment.count,
+                            "delivery waiting for app (all fragments in)"
+                        );
+                        self.shared.delivery_ready.notify_waiters();
+                        let _ = self.shared.events.send(NodeEvent::Delivery {
+                            id: first.to_string(),
+                            endpoint,
+                        });
+                    }
+                    FragmentOutcome::Waiting | FragmentOutcome::Duplicate => {
+                        tracing::debug!(
+                            bundle = %id.short(),
+                            index = fragment.index,
+                            count = fragment.count,
+                            "fragment held"
+                        );
+                    }
+                    FragmentOutcome::Full => {
+                        tracing::warn!(bundle = %id.short(), "fragment table or delivery queue full; kept in store until restart");
+                    }
+                    FragmentOutcome::Conflict => {
+                        tracing::warn!(bundle = %id.short(), "fragment contradicts its message's others; kept in store until it expires");
+                    }
+                }
+            }
+            Output::Deliver {
+                id,
+                source,
+                endpoint,
+                kind,
+                fragment: None,
                 group,
                 payload: _,
             } => {
@@ -1112,6 +1270,7 @@ impl EngineLoop {
                     group,
                     leased_until: None,
                     raw_id: id,
+                    parts: None,
                 };
                 let queued = self
                     .shared
@@ -1233,6 +1392,7 @@ mod tests {
             group: false,
             leased_until: None,
             raw_id: BundleId([n; 32]),
+            parts: None,
         }
     }
 

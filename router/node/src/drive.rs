@@ -707,6 +707,7 @@ async fn write_manifests(
             hop_limit: 1,
             kind: PayloadKind::Manifest,
             ephemeral: false,
+            fragment: None,
         };
         let bundle = shared.keyring.seal(&params, &payload, &mut OsRng)?;
         let name = format!("{own}-{}", realm.tag());

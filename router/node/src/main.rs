@@ -6,6 +6,7 @@ mod client;
 mod daemon;
 mod drive;
 mod radio_emulator;
+mod reassembly;
 mod serial;
 mod sim;
 mod stream;
@@ -798,6 +799,7 @@ fn seal(args: SealArgs) -> Result<ExitCode> {
         hop_limit: cfg.routing.hop_limit,
         kind: PayloadKind::AppData,
         ephemeral: args.ephemeral,
+        fragment: None,
     };
     let bundle = home.keyring().seal(&params, &payload, &mut OsRng)?;
     write_output(args.out.as_deref(), &bundle.encode(), true)?;

@@ -230,7 +230,10 @@ async fn push(
                 "size": payload.len(),
             });
             if out.send(text(meta)).await.is_err()
-                || out.send(Message::Binary(payload)).await.is_err()
+                || out
+                    .send(Message::Binary(payload.into_bytes()))
+                    .await
+                    .is_err()
             {
                 return;
             }

@@ -353,6 +353,7 @@ impl<S: CustodyStore> Engine<S> {
         Ok(Opened {
             kind: head.kind,
             endpoint: head.endpoint,
+            fragment: head.fragment,
             payload: Vec::new(),
         })
     }
@@ -661,6 +662,7 @@ impl<S: CustodyStore> Engine<S> {
                     source: b.header.source,
                     endpoint: opened.endpoint,
                     kind: opened.kind,
+                    fragment: opened.fragment,
                     group: b.header.destination == Destination::Group,
                     payload,
                 });
@@ -802,6 +804,7 @@ impl<S: CustodyStore> Engine<S> {
                     hop_limit: self.config.hop_limit,
                     kind: PayloadKind::Receipt,
                     ephemeral: false,
+                    fragment: None,
                 };
                 self.seal_counter += 1;
                 let mut rng = SealRng::new(self.keyring.node_id().as_bytes(), self.seal_counter);

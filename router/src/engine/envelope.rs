@@ -155,6 +155,7 @@ mod tests {
             hop_limit,
             kind: PayloadKind::AppData,
             ephemeral: eph && !group,
+            fragment: None,
         };
         a.seal(&params, &vec![7u8; len], &mut ferry_core::rand_core::OsRng)
             .unwrap()

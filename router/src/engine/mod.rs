@@ -278,7 +278,9 @@ use std::ops::Range as SeqRange;
 use std::sync::Arc;
 
 pub use ferry_cl_api::{LinkCaps, LinkId, TransferId};
-use ferry_core::{Bundle, BundleId, DtnTime, Keyring, NodeHash, NodeId, PayloadKind, RealmTag};
+use ferry_core::{
+    Bundle, BundleId, DtnTime, Fragment, Keyring, NodeHash, NodeId, PayloadKind, RealmTag,
+};
 use ferry_storage::{CustodyStore, StoreError};
 
 pub use carrier::{ImportOutcome, MAX_CARRIER_REACH};
@@ -611,6 +613,9 @@ pub enum Output {
         endpoint: Option<String>,
         /// Payload kind.
         kind: PayloadKind,
+        /// The piece of a larger payload this bundle carries, if fragmented: the
+        /// driver delivers the payload once it holds every piece.
+        fragment: Option<Fragment>,
         /// Sent to the realm group rather than to this node alone.
         group: bool,
         /// The payload.
@@ -1121,6 +1126,7 @@ mod tests {
                 hop_limit: 8,
                 kind: PayloadKind::AppData,
                 ephemeral: false,
+                fragment: None,
             };
             let bundle = ka
                 .seal(&params, b"now", &mut ferry_core::rand_core::OsRng)

@@ -170,6 +170,7 @@ impl Net {
             hop_limit,
             kind: PayloadKind::AppData,
             ephemeral: false,
+            fragment: None,
         };
         n.keyring
             .seal(&params, payload, &mut ferry_core::rand_core::OsRng)
