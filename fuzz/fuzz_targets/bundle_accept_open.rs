@@ -114,6 +114,15 @@ fn seal_round_trip(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
         hop_limit: u.arbitrary()?,
         kind: PayloadKind::from_u8(u.int_in_range(0..=7)?).unwrap_or(PayloadKind::AppData),
         ephemeral: u.arbitrary()?,
+        fragment: u
+            .arbitrary::<Option<(u64, u32, u32, u64, u64)>>()?
+            .map(|(message, index, count, offset, total)| ferry_core::Fragment {
+                message,
+                index,
+                count,
+                offset,
+                total,
+            }),
     };
     let rng_seed: u64 = u.arbitrary()?;
     let payload = u.bytes(u.len())?;
@@ -128,6 +137,12 @@ fn seal_round_trip(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
         Some(SealError::EphemeralGroup)
     } else if bad_endpoint {
         Some(SealError::BadEndpoint)
+    } else if let Some(f) = params.fragment.filter(|f| !f.fits(payload.len())) {
+        Some(SealError::BadFragment {
+            index: f.index,
+            count: f.count,
+            len: payload.len(),
+        })
     } else {
         None
     };
@@ -179,6 +194,7 @@ fn seal_round_trip(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
     assert_eq!(o.payload, payload);
     assert_eq!(o.kind, params.kind);
     assert_eq!(o.endpoint, endpoint);
+    assert_eq!(o.fragment, params.fragment);
     // The sender can read its group bundles, never its node bundles.
     let own = k.sender.open(&got);
     if group {
@@ -202,6 +218,7 @@ fn arbitrary_plaintext(k: &Keys, u: &mut Unstructured<'_>) -> Result<()> {
         hop_limit: u.arbitrary()?,
         kind: PayloadKind::AppData,
         ephemeral: false,
+        fragment: None,
     };
     let plaintext = u.bytes(u.len())?;
     let template = k
