@@ -161,3 +161,48 @@ fn deliveries_left_unacknowledged_come_back_when_the_stream_closes() {
     da.stop();
     db.stop();
 }
+
+/// A payload over `[store] fragment_bytes` submitted on a stream travels in
+/// fragments and is pushed to the receiving app whole, as one delivery under the
+/// id the submission answered; its ack releases every fragment.
+#[test]
+fn a_fragmented_payload_crosses_the_stream_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = ferry_tests::nodes::linked_pair(dir.path(), "epidemic");
+    ferry_tests::set_config_line(&a.config_path(), "fragment_bytes", "65536");
+    let da = a.start();
+    let db = b.start();
+    assert!(wait_until(SETTLE, || a.links() == 1), "{}", db.log_text());
+
+    let mut tx = connect(&a, "");
+    send_json(
+        &mut tx,
+        &json!({ "type": "params", "to": b.node.id, "lifetime": "1h" }),
+    );
+    assert_eq!(next_json(&mut tx)["type"], "params");
+    let data = payload(500_000, 31);
+    tx.send(Message::Binary(data.clone().into())).expect("send");
+    let r = next_json(&mut tx);
+    assert_eq!(r["type"], "submitted", "{r}");
+    let id = r["id"].as_str().expect("id").to_owned();
+
+    let mut rx = connect(&b, "?receive=true");
+    let (got, body) = next_delivery(&mut rx);
+    assert_eq!(got, id);
+    assert!(body == data, "payload differs");
+    send_json(&mut rx, &json!({ "type": "ack", "id": id }));
+    assert!(
+        wait_until(SETTLE, || a.delivered().contains(&id)),
+        "A never saw the receipt:\n{}",
+        da.log_text()
+    );
+    assert!(
+        wait_until(SETTLE, || b.stored_ids().len() <= 1),
+        "B kept fragments: {:?}",
+        b.stored_ids()
+    );
+    drop(tx);
+    drop(rx);
+    da.stop();
+    db.stop();
+}

@@ -111,6 +111,8 @@ pub(crate) struct Link {
     pub caps: LinkCaps,
     pub frames: mpsc::Sender<Vec<u8>>,
     in_flight: Arc<Semaphore>,
+    /// Bundle transfers started on this link: their order, for stream priorities.
+    started: std::sync::atomic::AtomicU32,
     local_reason: Mutex<Option<DownReason>>,
     /// Stops the link's tasks.
     stop: CancellationToken,
@@ -533,6 +535,7 @@ async fn start_link(inner: &Arc<Inner>, a: Admitted) -> Result<Arc<Link>, Connec
             caps,
             frames,
             in_flight: Arc::new(Semaphore::new(caps.max_in_flight as usize)),
+            started: std::sync::atomic::AtomicU32::new(0),
             local_reason: Mutex::new(None),
             stop: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -844,11 +847,15 @@ pub(crate) async fn send_bundle(
         p = link.in_flight.clone().acquire_owned() => p.map_err(|_| SendError::UnknownLink(id))?,
         _ = link.stop.cancelled() => return Err(SendError::UnknownLink(id)),
     };
+    let order = link
+        .started
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let priority = stream_priority(order, bundle.len());
     let inner = inner.clone();
     let l = link.clone();
     link.tasks.spawn(
         async move {
-            let result = write_bundle(&l.conn, transfer, bundle).await;
+            let result = write_bundle(&l.conn, transfer, bundle, priority).await;
             // Free the slot before reporting: the router may be waiting for a slot
             // in the same task that drains events.
             drop(permit);
@@ -872,12 +879,34 @@ pub(crate) async fn send_bundle(
     Ok(())
 }
 
+/// Bundles up to this size go before larger ones ([`stream_priority`]).
+const SMALL_BUNDLE: usize = 64 << 10;
+
+/// The QUIC send priority of the `order`-th bundle transfer of a link, of `len`
+/// bytes. Control frames keep quinn's default 0, above every bundle; small bundles
+/// (at most [`SMALL_BUNDLE`]) go before large ones; within each class, first
+/// started, first sent. Without it quinn shares the link round-robin between every
+/// open stream, so the fragments of a large payload (or any run of large bundles)
+/// all finish together at the end instead of one after another, and the next hop
+/// can forward (or deliver) none of them until then.
+fn stream_priority(order: u32, len: usize) -> i32 {
+    const CLASS: i32 = 1 << 29;
+    let within = (order % CLASS as u32) as i32;
+    if len <= SMALL_BUNDLE {
+        -1 - within
+    } else {
+        -1 - CLASS - within
+    }
+}
+
 async fn write_bundle(
     conn: &Connection,
     transfer: TransferId,
     bundle: Bytes,
+    priority: i32,
 ) -> Result<(), &'static str> {
     let mut s = conn.open_uni().await.map_err(|_| "connection lost")?;
+    s.set_priority(priority).map_err(|_| "stream closed")?;
     let mut head = [0u8; BUNDLE_HEADER];
     head[..8].copy_from_slice(&transfer.0.to_le_bytes());
     head[8..].copy_from_slice(&(bundle.len() as u64).to_le_bytes());
@@ -898,5 +927,25 @@ pub(crate) fn close_link(inner: &Inner, id: LinkId, reason: &str) {
     if let Some(link) = inner.link(id) {
         let msg = reason.as_bytes();
         link.close_with(DownReason::Closed, code::CLOSED, &msg[..msg.len().min(64)]);
+    }
+}
+
+#[cfg(test)]
+mod priority_tests {
+    use super::{stream_priority, SMALL_BUNDLE};
+
+    /// Control frames (0) outrank every bundle; small bundles outrank large ones
+    /// whatever their order; within a class the first started goes first.
+    #[test]
+    fn small_before_large_and_first_started_first() {
+        let small = |o| stream_priority(o, SMALL_BUNDLE);
+        let large = |o| stream_priority(o, SMALL_BUNDLE + 1);
+        for o in [0, 1, 1000, u32::MAX] {
+            assert!(small(o) < 0 && large(o) < 0);
+            assert!(small(o) > large(0));
+        }
+        assert!(small(0) > small(1) && small(1) > small(1000));
+        assert!(large(0) > large(1) && large(1) > large(1000));
+        assert!(large((1 << 29) - 1) > i32::MIN);
     }
 }

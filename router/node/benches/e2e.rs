@@ -178,7 +178,12 @@ fn take(a: &ureq::Agent, at: &NodeDir, wait: u64) -> Option<usize> {
         return None;
     }
     let id = r.header("ferry-bundle-id").expect("id").to_owned();
-    let mut body = Vec::new();
+    // As an app would: one buffer of the announced length.
+    let announced = r
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(announced.min(256 << 20));
     r.into_reader().read_to_end(&mut body).expect("body");
     a.post(&format!(
         "http://127.0.0.1:{}/v1/deliveries/{id}/ack",

@@ -33,6 +33,7 @@ use serde_json::json;
 use tokio::sync::{oneshot, watch};
 
 use crate::daemon::{now_dtn, Cmd, Pending, Shared, SubmitError};
+use crate::reassembly::Parts;
 
 /// How long a delivery handed to an app stays reserved for it before another `next`
 /// may get it again.
@@ -567,33 +568,80 @@ async fn next_delivery(
     Ok((StatusCode::OK, headers, payload.into_body()).into_response())
 }
 
-/// A payload read for an app: a bundle's, or the pieces of a payload that came in
-/// fragments, in order (answered one after the other, not joined).
+/// A payload read for an app: a bundle's; or, for a payload that came in
+/// fragments, its first fragment opened and the others still in the store, opened
+/// as they are sent ([`Payload::into_body`]): a 100 MiB payload is not held in
+/// memory whole, and its first bytes go out while later fragments are decrypted.
 #[derive(Debug)]
-pub struct Payload(Vec<Bytes>);
+pub struct Payload {
+    first: Bytes,
+    /// The fragments after the first, and the payload's whole length.
+    rest: Option<(Arc<Shared>, Arc<Parts>)>,
+}
+
+/// Fragments decrypted ahead of the one being sent.
+const OPEN_AHEAD: usize = 2;
 
 impl Payload {
     /// Its length in bytes.
     pub fn len(&self) -> usize {
-        self.0.iter().map(Bytes::len).sum()
+        match &self.rest {
+            Some((_, parts)) => usize::try_from(parts.total).unwrap_or(usize::MAX),
+            None => self.first.len(),
+        }
     }
 
-    /// The payload in one buffer (a copy only if it came in fragments).
-    pub fn into_bytes(mut self) -> Bytes {
-        if self.0.len() == 1 {
-            return self.0.pop().unwrap_or_default();
+    /// The pieces in order: the first, then each later fragment read from the
+    /// store and decrypted on a blocking thread, [`OPEN_AHEAD`] at a time. A
+    /// fragment gone meanwhile (a receipt, expiry) or one that does not fit its
+    /// place ends the stream with an error.
+    fn pieces(self) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+        use futures_util::StreamExt;
+        let rest = self.rest.map(|(shared, parts)| {
+            futures_util::stream::iter(1..parts.ids.len())
+                .map(move |i| {
+                    let (shared, parts) = (shared.clone(), parts.clone());
+                    async move {
+                        tokio::task::spawn_blocking(move || open_part(&shared, &parts, i))
+                            .await
+                            .map_err(|_| "worker failed".to_owned())
+                            .and_then(|r| r)
+                            .and_then(|p| {
+                                p.ok_or_else(|| format!("fragment {i} is no longer stored"))
+                            })
+                            .map_err(std::io::Error::other)
+                    }
+                })
+                .buffered(OPEN_AHEAD)
+        });
+        futures_util::stream::once(async move { Ok(self.first) })
+            .chain(futures_util::stream::iter(rest).flatten())
+    }
+
+    /// The payload in one buffer (fragments are read and joined).
+    pub async fn into_bytes(self) -> Result<Bytes, ApiError> {
+        use futures_util::TryStreamExt;
+        if self.rest.is_none() {
+            return Ok(self.first);
         }
         let mut all = Vec::with_capacity(self.len());
-        for piece in &self.0 {
-            all.extend_from_slice(piece);
+        let mut pieces = std::pin::pin!(self.pieces());
+        while let Some(piece) = pieces
+            .try_next()
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        {
+            all.extend_from_slice(&piece);
         }
-        Bytes::from(all)
+        Ok(Bytes::from(all))
     }
 
     /// An HTTP body that sends the pieces one after the other.
     fn into_body(self) -> axum::body::Body {
-        let pieces = futures_util::stream::iter(self.0.into_iter().map(Ok::<_, Infallible>));
-        axum::body::Body::from_stream(pieces)
+        if self.rest.is_none() {
+            return axum::body::Body::from(self.first);
+        }
+        axum::body::Body::from_stream(self.pieces())
     }
 }
 
@@ -662,52 +710,35 @@ pub async fn wait_deliveries(
     }
 }
 
-/// Reads a delivery's payload: its bundle, or every fragment of it (opened on up
-/// to four threads, in order); `None` if a bundle of it is no longer stored.
-fn read_payload(shared: &Shared, pending: &Pending) -> Result<Option<Payload>, String> {
+/// Reads a delivery's payload: its bundle, or the first fragment of it (the others
+/// are read as the payload is sent); `None` if it is no longer stored.
+fn read_payload(shared: &Arc<Shared>, pending: &Pending) -> Result<Option<Payload>, String> {
     let Some(parts) = &pending.parts else {
-        return Ok(open_stored(shared, &pending.raw_id)?.map(|(p, _)| Payload(vec![p])));
+        return Ok(
+            open_stored(shared, &pending.raw_id)?.map(|(first, _)| Payload { first, rest: None })
+        );
     };
-    let n = parts.ids.len();
-    let workers = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 4)
-        .min(n);
-    type Opened = Result<Option<(Bytes, Option<ferry_core::Fragment>)>, String>;
-    let mut opened: Vec<Option<Opened>> = (0..n).map(|_| None).collect();
-    std::thread::scope(|scope| {
-        let jobs: Vec<_> = (0..workers)
-            .map(|w| {
-                scope.spawn(move || {
-                    (w..n)
-                        .step_by(workers)
-                        .map(|i| (i, open_stored(shared, &parts.ids[i])))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        for job in jobs {
-            for (i, r) in job.join().unwrap_or_default() {
-                opened[i] = Some(r);
-            }
-        }
-    });
-    let mut pieces = Vec::with_capacity(n);
-    for (i, r) in opened.into_iter().enumerate() {
-        let Some((piece, fragment)) = r.ok_or("a worker failed")?? else {
-            return Ok(None);
-        };
-        let fits = fragment
-            .is_some_and(|f| f.offset == parts.offsets[i] && piece.len() as u64 == parts.len_of(i));
-        if !fits {
-            return Err(format!(
-                "fragment {i} of delivery {} does not fit the payload's others",
-                pending.id
-            ));
-        }
-        pieces.push(piece);
+    Ok(open_part(shared, parts, 0)?.map(|first| Payload {
+        first,
+        rest: Some((shared.clone(), parts.clone())),
+    }))
+}
+
+/// Reads fragment `i` of a delivery and checks that it fits its place; `None` if
+/// it is no longer stored.
+fn open_part(shared: &Shared, parts: &Parts, i: usize) -> Result<Option<Bytes>, String> {
+    let Some((piece, fragment)) = open_stored(shared, &parts.ids[i])? else {
+        return Ok(None);
+    };
+    let fits = fragment
+        .is_some_and(|f| f.offset == parts.offsets[i] && piece.len() as u64 == parts.len_of(i));
+    if !fits {
+        return Err(format!(
+            "fragment {i} of delivery {} does not fit the payload's others",
+            parts.ids[0]
+        ));
     }
-    Ok(Some(Payload(pieces)))
+    Ok(Some(piece))
 }
 
 /// Reads a delivered bundle back from the store and decrypts it; `None` if it is no

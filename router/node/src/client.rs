@@ -128,7 +128,13 @@ impl Client {
                 .ok_or_else(|| anyhow!("bad answer from the node: no bundle id"))?
                 .to_owned();
             let source = resp.header("ferry-source").unwrap_or("?").to_owned();
-            let mut payload = Vec::new();
+            // Sized once from the announced length (a large payload is not grown
+            // by doubling), within the node's bundle limit.
+            let announced = resp
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut payload = Vec::with_capacity(announced.min(self.max_bundle_bytes + 1));
             resp.into_reader()
                 .take(self.max_bundle_bytes as u64 + 1)
                 .read_to_end(&mut payload)

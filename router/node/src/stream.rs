@@ -229,11 +229,15 @@ async fn push(
                 "group": pending.group,
                 "size": payload.len(),
             });
+            let bytes = match payload.into_bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = out.send(error_message(None, &e)).await;
+                    return;
+                }
+            };
             if out.send(text(meta)).await.is_err()
-                || out
-                    .send(Message::Binary(payload.into_bytes()))
-                    .await
-                    .is_err()
+                || out.send(Message::Binary(bytes)).await.is_err()
             {
                 return;
             }
