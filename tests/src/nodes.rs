@@ -373,3 +373,15 @@ pub fn post_sized(
     let _ = s.read_to_end(&mut answer);
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A, B and C (epidemic) where A and C only ever dial B, the relay.
+pub fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = TestNode::init(dir.path(), "a", None, "epidemic");
+    let share = realm_of(&a);
+    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
+    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
+    a.set_peers(&[b.addr()]);
+    c.set_peers(&[b.addr()]);
+    (dir, a, b, c)
+}

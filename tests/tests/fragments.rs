@@ -107,13 +107,7 @@ fn a_large_payload_travels_in_fragments_and_is_delivered_whole() {
 /// fragments stored (the table of fragments is rebuilt from the store).
 #[test]
 fn fragments_survive_sigkill_on_a_relay_and_are_delivered_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let share = ferry_tests::nodes::realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
-    a.set_peers(&[b.addr()]);
-    c.set_peers(&[b.addr()]);
+    let (dir, a, b, c) = ferry_tests::nodes::relay_trio();
     fragment_small(&a);
 
     let db = b.start();

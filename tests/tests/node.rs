@@ -4,22 +4,10 @@
 use std::time::Duration;
 
 use ferry_tests::nodes::{
-    free_port, linked_pair, payload, post_chunked, post_sized, realm_of, running_pair, TestNode,
-    SETTLE,
+    free_port, linked_pair, payload, post_chunked, post_sized, realm_of, relay_trio, running_pair,
+    TestNode, SETTLE,
 };
 use ferry_tests::{set_config_line, wait_until};
-
-/// A, B and C (epidemic) where A and C only ever dial B, the relay.
-fn relay_trio() -> (tempfile::TempDir, TestNode, TestNode, TestNode) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let a = TestNode::init(dir.path(), "a", None, "epidemic");
-    let share = realm_of(&a);
-    let b = TestNode::init(dir.path(), "b", Some(&share), "epidemic");
-    let c = TestNode::init(dir.path(), "c", Some(&share), "epidemic");
-    a.set_peers(&[b.addr()]);
-    c.set_peers(&[b.addr()]);
-    (dir, a, b, c)
-}
 
 #[test]
 fn direct_delivery_with_receipt() {

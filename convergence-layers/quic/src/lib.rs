@@ -44,6 +44,11 @@
 //!   stays up) and reports [`LinkEvent::Bundle`] only for complete, exact-length ones.
 //!   The peer's limit is announced too (`LinkCaps::max_bundle_bytes` in `Up`), and
 //!   `send_bundle` refuses larger bundles locally.
+//! - Stream **priorities**: the control stream keeps quinn's default (0), bundles of
+//!   at most 64 KiB share the level below it, and larger bundles come after, the
+//!   first started first. Quinn otherwise shares the connection round-robin between
+//!   open streams, and a run of large bundles (the fragments of a large payload) would
+//!   all finish together at the end instead of one after another.
 //!
 //! ## Backpressure
 //! QUIC flow control per stream and connection, plus at most
