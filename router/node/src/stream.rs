@@ -167,7 +167,12 @@ async fn run(socket: WebSocket, shared: Arc<Shared>, q: StreamQuery) {
         }
     }
     if let Some(p) = pusher {
+        // Stopped for good before the leases are released: a pusher still running
+        // on another worker could otherwise be woken by the release below, lease
+        // the same deliveries again for this closed stream, and hold them for the
+        // whole lease (seen as a flaky test under load).
         p.abort();
+        let _ = p.await;
     }
     // Deliveries pushed and not acknowledged go back to the queue at once.
     let unacked: Vec<BundleId> = pushed
