@@ -47,6 +47,7 @@
 //!     hop_limit: 8,
 //!     kind: PayloadKind::AppData,
 //!     ephemeral: false,
+//!     fragment: None,
 //! };
 //! let bundle = ka.seal(&params, b"hello", &mut ferry_core::rand_core::OsRng).unwrap();
 //! a.handle_input(Millis(0), wall, Input::Submit { bundle }).unwrap();
