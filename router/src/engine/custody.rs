@@ -7,7 +7,7 @@ use ferry_cl_api::LinkId;
 use ferry_core::rand_core::{CryptoRng, RngCore};
 use ferry_core::{
     Bundle, BundleId, Destination, Envelope, Header, OpenError, Opened, PayloadKind, Priority,
-    Recipient, SealParams,
+    RealmTag, Recipient, SealParams,
 };
 use ferry_storage::{
     BundleMeta, CustodyState, CustodyStore, DestinationCursor, InsertOutcome, NewRecord,
@@ -59,6 +59,31 @@ impl Head {
             id: b.id(),
             header: b.header().clone(),
             envelope: *b.envelope(),
+        }
+    }
+}
+
+/// Most delivered bundles whose [`DeliveredHead`] is kept for their ack; past it
+/// an ack reads the bundle back from the store instead.
+pub(crate) const MAX_DELIVERED_HEADS: usize = 4096;
+
+/// What the receipt for a delivered bundle needs of it: its realm, and what its
+/// remaining lifetime is computed from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DeliveredHead {
+    realm_tag: RealmTag,
+    lifetime: u32,
+    expires_at: Option<u64>,
+    age: Option<u64>,
+}
+
+impl DeliveredHead {
+    fn of(header: &Header, envelope: &Envelope) -> Self {
+        Self {
+            realm_tag: header.realm_tag,
+            lifetime: header.lifetime,
+            expires_at: header.expires_at(),
+            age: envelope.age,
         }
     }
 }
@@ -652,6 +677,10 @@ impl<S: CustodyStore> Engine<S> {
                 Ok(true)
             }
             Ok(opened) => {
+                if self.delivered_heads.len() < MAX_DELIVERED_HEADS {
+                    self.delivered_heads
+                        .insert(id, DeliveredHead::of(&b.header, &b.envelope));
+                }
                 let payload = if self.config.deliver_payload {
                     opened.payload
                 } else {
@@ -738,13 +767,20 @@ impl<S: CustodyStore> Engine<S> {
             self.queue_edit(*id, RoutingEdit::SetCustody(CustodyState::Held));
             return Ok(());
         }
-        let receipt = match self.record(id) {
-            Ok(Some(rec)) => Bundle::decode(&rec.bytes, self.keyring.limits())
-                .ok()
-                .map(|b| (b.header().realm_tag, self.remaining_lifetime(&b, &info))),
-            Ok(None) | Err(StoreError::Quarantined { .. }) => None,
-            Err(e) => return Err(e.into()),
+        // Known since the delivery; otherwise (after a restart, or past the bound)
+        // the record is read back for its header, decoded under its id rather than
+        // hashed again (a 100 MiB bundle's id costs a pass over every byte).
+        let head = match self.delivered_heads.remove(id) {
+            Some(h) => Some(h),
+            None => match self.record(id) {
+                Ok(Some(rec)) => Bundle::decode_stored(rec.bytes, self.keyring.limits(), *id)
+                    .ok()
+                    .map(|b| DeliveredHead::of(b.header(), b.envelope())),
+                Ok(None) | Err(StoreError::Quarantined { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
         };
+        let receipt = head.map(|h| (h.realm_tag, self.remaining_lifetime(id, &h, &info)));
         if self.queue_remove(id)? {
             self.aging.remove(id);
             self.emit(Output::Removed {
@@ -765,13 +801,13 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     /// Seconds the bundle has left (at least a minute, at most its lifetime).
-    fn remaining_lifetime(&self, b: &Bundle, info: &RecordInfo) -> u32 {
-        let lifetime = b.header().lifetime;
-        let left = match (b.expires_at(), self.wall_secs(), b.envelope().age) {
+    fn remaining_lifetime(&self, id: &BundleId, h: &DeliveredHead, info: &RecordInfo) -> u32 {
+        let lifetime = h.lifetime;
+        let left = match (h.expires_at, self.wall_secs(), h.age) {
             (Some(exp), Some(w), _) => exp.saturating_sub(w),
             (None, _, Some(age)) => u64::from(lifetime)
                 .saturating_sub(age)
-                .saturating_sub(self.held_secs(&b.id(), info)),
+                .saturating_sub(self.held_secs(id, info)),
             _ => u64::from(self.config.receipt_lifetime),
         };
         let left = u32::try_from(left).unwrap_or(u32::MAX).min(lifetime);

@@ -767,6 +767,10 @@ pub struct Engine<S: CustodyStore> {
     /// lifetime in seconds).
     receipts: BTreeMap<RealmTag, Vec<(BundleId, u32)>>,
     receipts_since: Option<Millis>,
+    /// What a receipt needs of a bundle delivered here and not yet acknowledged
+    /// (bounded by [`custody::MAX_DELIVERED_HEADS`]): the app's ack then builds the
+    /// receipt without reading the whole bundle back from the store.
+    delivered_heads: FastMap<BundleId, custody::DeliveredHead>,
     sequences: SeqRange<u64>,
     aging: AgeTable,
     /// Spray copies promised in outstanding offers.
@@ -837,6 +841,7 @@ impl<S: CustodyStore> Engine<S> {
             pending_since: None,
             receipts: BTreeMap::new(),
             receipts_since: None,
+            delivered_heads: FastMap::default(),
             sequences: 0..0,
             aging: AgeTable::default(),
             reserved: FastMap::default(),
@@ -1049,6 +1054,11 @@ impl<S: CustodyStore> Engine<S> {
     }
 
     fn emit(&mut self, o: Output) {
+        if let Output::Removed { id, .. } = &o {
+            if !self.delivered_heads.is_empty() {
+                self.delivered_heads.remove(id);
+            }
+        }
         self.outputs.push_back(o);
     }
 
@@ -1150,6 +1160,74 @@ mod tests {
             a.handle_idle(Millis(12), wall).unwrap();
             assert_eq!(a.stats().commits, commits);
         }
+    }
+
+    /// The receipt for an acknowledged delivery is the same whether the bundle's
+    /// head was kept since its delivery or is read back from the store (as after
+    /// more than `MAX_DELIVERED_HEADS` deliveries).
+    #[test]
+    fn an_ack_builds_the_same_receipt_with_or_without_the_kept_head() {
+        use ferry_core::{PayloadKind, Priority, Realm, Recipient, SealParams};
+        let realm = Realm::new("valley", [7; 32]).unwrap();
+        let k = Arc::new(Keyring::new(
+            ferry_core::Identity::from_seed([3; 32]),
+            vec![realm],
+        ));
+        let wall = Some(DtnTime(800_000_000));
+        let mut lifetimes = Vec::new();
+        for forget in [false, true] {
+            let store = Arc::new(ferry_storage::MemStore::default());
+            let config = EngineConfig {
+                commit_delay: Millis(0),
+                ..EngineConfig::default()
+            };
+            let mut e = Engine::new(store.clone(), k.clone(), config, Millis(0));
+            let params = SealParams {
+                recipient: Recipient::Node {
+                    id: k.node_id(),
+                    endpoint: None,
+                },
+                realm: "valley".into(),
+                created: wall,
+                sequence: e.next_sequence().unwrap(),
+                lifetime: 3600,
+                priority: Priority::Normal,
+                hop_limit: 8,
+                kind: PayloadKind::AppData,
+                ephemeral: false,
+                fragment: None,
+            };
+            let bundle = k
+                .seal(&params, b"to myself", &mut ferry_core::rand_core::OsRng)
+                .unwrap();
+            let id = bundle.id();
+            e.handle_input(Millis(10), wall, Input::Submit { bundle })
+                .unwrap();
+            let delivered = std::iter::from_fn(|| e.poll_output())
+                .any(|o| matches!(o, Output::Deliver { id: d, .. } if d == id));
+            assert!(delivered);
+            assert_eq!(e.delivered_heads.len(), 1);
+            if forget {
+                e.delivered_heads.clear();
+            }
+            let later = Some(DtnTime(800_000_600));
+            e.handle_input(Millis(20), later, Input::AppAck { id })
+                .unwrap();
+            e.flush_receipts().unwrap();
+            e.handle_idle(Millis(21), later).unwrap();
+            let receipt = std::iter::from_fn(|| e.poll_output())
+                .find_map(|o| match o {
+                    Output::ReceiptEmitted { receipt, ids } if ids == vec![id] => Some(receipt),
+                    _ => None,
+                })
+                .expect("a receipt");
+            let rec = store.get(&receipt).unwrap().expect("stored receipt");
+            let b = Bundle::decode(&rec.bytes, k.limits()).unwrap();
+            lifetimes.push(b.header().lifetime);
+            assert!(e.delivered_heads.is_empty());
+        }
+        // 3,600 s from creation, acknowledged 600 s later.
+        assert_eq!(lifetimes, vec![3000, 3000]);
     }
 
     #[test]
