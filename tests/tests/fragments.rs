@@ -160,3 +160,35 @@ fn fragments_survive_sigkill_on_a_relay_and_are_delivered_once() {
     dc.stop();
     db.stop();
 }
+
+/// A fragmented upload that meets the store's byte quota part way is refused with
+/// 507 "store full"; the fragments committed before it stay in custody (they travel
+/// and expire like any bundle) and the node keeps answering.
+#[test]
+fn a_fragmented_upload_over_the_quota_is_refused_as_store_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = linked_pair(dir.path(), "epidemic");
+    fragment_small(&a);
+    // Both `[store] max_bytes` and `[drives] max_bytes` (unused here) take it.
+    set_config_line(&a.config_path(), "max_bytes", "400000");
+    let da = a.start();
+    let query = format!("to={}&lifetime=1h", b.node.id);
+    let data = payload(1_000_000, 26);
+    let answer = post_sized(a.api, &query, &data, data.len(), &[65_536]);
+    assert!(
+        answer.starts_with("HTTP/1.1 507"),
+        "{answer}\n{}",
+        da.log_text()
+    );
+    assert!(answer.contains("store full"), "{answer}");
+    let held = a.stored_ids().len();
+    assert!(
+        (1..fragments_of(data.len())).contains(&held),
+        "{held} fragments stored"
+    );
+    // Still answering: the status, and a refusal for the next large upload.
+    assert!(a.status().is_some());
+    let answer = post_sized(a.api, &query, &data, data.len(), &[65_536]);
+    assert!(answer.starts_with("HTTP/1.1 507"), "{answer}");
+    da.stop();
+}
