@@ -1099,6 +1099,28 @@ mod tests {
 
     fn send<T: Send>() {}
 
+    /// A bundle from `from` to node `to`, created at `created`, living an hour.
+    fn sealed(from: &Keyring, to: NodeId, sequence: u64, created: Option<DtnTime>) -> Bundle {
+        use ferry_core::{PayloadKind, Priority, Recipient, SealParams};
+        let params = SealParams {
+            recipient: Recipient::Node {
+                id: to,
+                endpoint: None,
+            },
+            realm: "valley".into(),
+            created,
+            sequence,
+            lifetime: 3600,
+            priority: Priority::Normal,
+            hop_limit: 8,
+            kind: PayloadKind::AppData,
+            ephemeral: false,
+            fragment: None,
+        };
+        from.seal(&params, b"now", &mut ferry_core::rand_core::OsRng)
+            .unwrap()
+    }
+
     #[test]
     fn engines_move_between_threads() {
         send::<Engine<ferry_storage::MemStore>>();
@@ -1107,7 +1129,7 @@ mod tests {
 
     #[test]
     fn a_zero_commit_delay_commits_within_the_input() {
-        use ferry_core::{PayloadKind, Priority, Realm, Recipient, SealParams};
+        use ferry_core::Realm;
         let realm = Realm::new("valley", [7; 32]).unwrap();
         let node = |seed| {
             Arc::new(Keyring::new(
@@ -1124,24 +1146,7 @@ mod tests {
                 ..EngineConfig::default()
             };
             let mut a = Engine::new(store.clone(), ka.clone(), config, Millis(0));
-            let params = SealParams {
-                recipient: Recipient::Node {
-                    id: kb.node_id(),
-                    endpoint: None,
-                },
-                realm: "valley".into(),
-                created: wall,
-                sequence: a.next_sequence().unwrap(),
-                lifetime: 3600,
-                priority: Priority::Normal,
-                hop_limit: 8,
-                kind: PayloadKind::AppData,
-                ephemeral: false,
-                fragment: None,
-            };
-            let bundle = ka
-                .seal(&params, b"now", &mut ferry_core::rand_core::OsRng)
-                .unwrap();
+            let bundle = sealed(&ka, kb.node_id(), a.next_sequence().unwrap(), wall);
             let id = bundle.id();
             a.handle_input(Millis(10), wall, Input::Submit { bundle })
                 .unwrap();
@@ -1167,7 +1172,7 @@ mod tests {
     /// more than `MAX_DELIVERED_HEADS` deliveries).
     #[test]
     fn an_ack_builds_the_same_receipt_with_or_without_the_kept_head() {
-        use ferry_core::{PayloadKind, Priority, Realm, Recipient, SealParams};
+        use ferry_core::Realm;
         let realm = Realm::new("valley", [7; 32]).unwrap();
         let k = Arc::new(Keyring::new(
             ferry_core::Identity::from_seed([3; 32]),
@@ -1182,24 +1187,7 @@ mod tests {
                 ..EngineConfig::default()
             };
             let mut e = Engine::new(store.clone(), k.clone(), config, Millis(0));
-            let params = SealParams {
-                recipient: Recipient::Node {
-                    id: k.node_id(),
-                    endpoint: None,
-                },
-                realm: "valley".into(),
-                created: wall,
-                sequence: e.next_sequence().unwrap(),
-                lifetime: 3600,
-                priority: Priority::Normal,
-                hop_limit: 8,
-                kind: PayloadKind::AppData,
-                ephemeral: false,
-                fragment: None,
-            };
-            let bundle = k
-                .seal(&params, b"to myself", &mut ferry_core::rand_core::OsRng)
-                .unwrap();
+            let bundle = sealed(&k, k.node_id(), e.next_sequence().unwrap(), wall);
             let id = bundle.id();
             e.handle_input(Millis(10), wall, Input::Submit { bundle })
                 .unwrap();
